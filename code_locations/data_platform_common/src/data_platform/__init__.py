@@ -1,0 +1,1 @@
+"""Shared library of the data platform: what every code location builds on."""

@@ -1,0 +1,39 @@
+"""RedisResource: direct access to the online store, for verification and debugging."""
+
+from __future__ import annotations
+
+import dagster as dg
+import redis
+from pydantic import Field
+
+
+class RedisResource(dg.ConfigurableResource):
+    host: str = "127.0.0.1"
+    port: int = 6379
+    password: str = Field(default="", description="from a Kubernetes Secret or the local stack")
+    db: int = 0
+    socket_timeout_seconds: float = 5.0
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.password or None,
+            db=self.db,
+            socket_timeout=self.socket_timeout_seconds,
+            socket_connect_timeout=self.socket_timeout_seconds,
+        )
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError as error:
+            raise ConnectionError(f"cannot reach Redis at {self.host}:{self.port}: {error}") from error
+
+    def feast_connection_string(self) -> str:
+        """Feast's Redis syntax: ``host:port,password=...,db=N`` (not a redis:// URL)."""
+        parts = [f"{self.host}:{self.port}"]
+        if self.password:
+            parts.append(f"password={self.password}")
+        parts.append(f"db={self.db}")
+        return ",".join(parts)

@@ -1,0 +1,49 @@
+"""Where configuration comes from: environment variables, read when resources are built.
+
+The environment differs between a laptop (the local stack sets these for every process it
+starts) and Kubernetes (a ConfigMap and a Secret per release set them). Nothing here reads the
+environment at import time: ``EnvVar`` is resolved by Dagster when a run builds the resource.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from data_platform.resources.postgres import PostgresResource
+from data_platform.resources.redis import RedisResource
+
+# The platform's environment contract (Kubernetes values and the local stack set exactly these).
+POSTGRES_HOST = "POSTGRES_HOST"
+POSTGRES_PORT = "POSTGRES_PORT"
+POSTGRES_USER = "POSTGRES_USER"
+POSTGRES_PASSWORD = "POSTGRES_PASSWORD"
+WAREHOUSE_DB = "WAREHOUSE_DB"
+FEAST_REGISTRY_DB = "FEAST_REGISTRY_DB"
+REDIS_HOST = "REDIS_HOST"
+REDIS_PORT = "REDIS_PORT"
+REDIS_PASSWORD = "REDIS_PASSWORD"
+JOURNAL_API_URL = "JOURNAL_API_URL"
+
+SECRET_VARIABLES = (POSTGRES_PASSWORD, REDIS_PASSWORD)
+
+
+def warehouse(location: str) -> PostgresResource:
+    """The warehouse database (schemas raw, staging, gold), tagged with the calling location."""
+    return PostgresResource(
+        host=dg.EnvVar(POSTGRES_HOST),
+        port=dg.EnvVar.int(POSTGRES_PORT),
+        user=dg.EnvVar(POSTGRES_USER),
+        password=dg.EnvVar(POSTGRES_PASSWORD),
+        database=dg.EnvVar(WAREHOUSE_DB),
+        application_name=f"dagster-{location}",
+    )
+
+
+def online_store(location: str) -> RedisResource:
+    """The Redis online store."""
+    del location  # Redis has no client name per location worth setting
+    return RedisResource(
+        host=dg.EnvVar(REDIS_HOST),
+        port=dg.EnvVar.int(REDIS_PORT),
+        password=dg.EnvVar(REDIS_PASSWORD),
+    )
