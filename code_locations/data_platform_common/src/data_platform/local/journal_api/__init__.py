@@ -1,0 +1,1 @@
+"""The development upstream: synthetic journal-app data behind a real HTTP server."""

@@ -1,0 +1,3 @@
+from data_platform.local.journal_api.server import main
+
+main()

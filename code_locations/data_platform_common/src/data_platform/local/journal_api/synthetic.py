@@ -1,0 +1,270 @@
+"""Deterministic synthetic data for the journal app: the same options always give the same rows.
+
+Rows are computed from their id (a splitmix64 hash), so a million entries cost no memory
+until a page is served. Changes made after start-up (``advance``) are kept in an append-only
+change log whose timestamps come after every base row, which is what an incremental client
+sees from a real API: rows ordered by (updated_at, id), new and changed rows at the end.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+
+GAME_TYPES = (
+    ("chess", "strategy"),
+    ("sudoku", "logic"),
+    ("crossword", "word"),
+    ("go", "strategy"),
+    ("tetris", "arcade"),
+    ("wordle", "word"),
+    ("solitaire", "cards"),
+    ("poker", "cards"),
+    ("minesweeper", "logic"),
+    ("backgammon", "strategy"),
+    ("mahjong", "tiles"),
+    ("kakuro", "logic"),
+)
+
+_US = 1_000_000
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(ids: np.ndarray, salt: int) -> np.ndarray:
+    """splitmix64 of (id, salt): a fast, well-spread, reproducible hash."""
+    with np.errstate(over="ignore"):
+        z = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (z ^ (z >> np.uint64(31))) & _MASK
+
+
+def _iso(micros: np.ndarray) -> list[str]:
+    return np.datetime_as_string(micros.astype("datetime64[us]"), unit="us", timezone="UTC").tolist()
+
+
+Columns = dict[str, list[Any]]
+
+
+@dataclass
+class Table:
+    """A table of the API: base rows computed from their id, then a log of changed rows."""
+
+    name: str
+    base_count: int
+    base_timestamp: Callable[[np.ndarray], np.ndarray]  # id -> updated_at in microseconds
+    base_columns: Callable[[np.ndarray], Columns]
+    # change log: rows in the order they changed, each with a later updated_at than any before
+    log_rows: list[dict[str, Any]] = field(default_factory=list)
+    log_stamps: list[tuple[int, int]] = field(default_factory=list)  # (updated_at us, id)
+    latest: dict[int, int] = field(default_factory=dict)  # id -> its newest log position
+
+    @property
+    def count(self) -> int:
+        return self.base_count + sum(1 for i in self.latest if i > self.base_count)
+
+    def _base_after(self, after: tuple[int, int], limit: int) -> np.ndarray:
+        """Base ids whose (updated_at, id) comes after ``after``, skipping rows that moved."""
+        if self.base_count == 0:
+            return np.empty(0, dtype=np.int64)
+        lo, hi = 1, self.base_count + 1
+        while lo < hi:  # base timestamps grow with the id: binary search the first id after
+            mid = (lo + hi) // 2
+            stamp = (int(self.base_timestamp(np.array([mid]))[0]), mid)
+            if stamp > after:
+                hi = mid
+            else:
+                lo = mid + 1
+        ids: list[np.ndarray] = []
+        taken, start = 0, lo
+        while taken < limit and start <= self.base_count:
+            chunk = np.arange(start, min(start + limit, self.base_count + 1), dtype=np.int64)
+            if self.latest:
+                chunk = chunk[~np.isin(chunk, np.fromiter(self.latest, dtype=np.int64))]
+            chunk = chunk[: limit - taken]
+            ids.append(chunk)
+            taken += len(chunk)
+            start += limit
+        return np.concatenate(ids) if ids else np.empty(0, dtype=np.int64)
+
+    def page(
+        self, after: tuple[int, int], limit: int
+    ) -> tuple[Columns | list[dict[str, Any]], tuple[int, int] | None]:
+        """Up to ``limit`` rows after the keyset position, and the position to continue from."""
+        base_ids = self._base_after(after, limit)
+        if len(base_ids) == limit:  # a full page of base rows: columns, the fast path
+            return self.base_columns(base_ids), (
+                int(self.base_timestamp(base_ids[-1:])[0]),
+                int(base_ids[-1]),
+            )
+        rows: list[dict[str, Any]] = []
+        if len(base_ids):
+            cols = self.base_columns(base_ids)
+            rows = [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)]
+        position = bisect.bisect_right(self.log_stamps, after)
+        while len(rows) < limit and position < len(self.log_rows):
+            row = self.log_rows[position]
+            if self.latest[row["id"]] == position:  # skip versions that changed again later
+                rows.append(row)
+            position += 1
+        if position >= len(self.log_rows):
+            return rows, None
+        return rows, self.log_stamps[position - 1]
+
+    def current(self, row_id: int) -> dict[str, Any]:
+        if row_id in self.latest:
+            return dict(self.log_rows[self.latest[row_id]])
+        cols = self.base_columns(np.array([row_id], dtype=np.int64))
+        return {name: values[0] for name, values in cols.items()}
+
+    def append(self, row: dict[str, Any], updated_at_us: int) -> None:
+        self.log_stamps.append((updated_at_us, row["id"]))
+        self.log_rows.append(row)
+        self.latest[row["id"]] = len(self.log_rows) - 1
+
+
+def _to_us(moment: datetime) -> int:
+    return int(moment.timestamp()) * _US + moment.microsecond
+
+
+def _iso_one(micros: int) -> str:
+    return _iso(np.array([micros]))[0]
+
+
+@dataclass
+class JournalData:
+    """The journal app's users, game types and journal entries."""
+
+    users: int = 1_000
+    entries: int = 50_000
+    days: int = 90
+    end: date = field(default_factory=lambda: datetime.now(UTC).date())
+    seed: int = 7
+    tables: dict[str, Table] = field(init=False)
+    _clock_us: int = field(init=False)
+    _changes: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        end_us = _to_us(datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC))
+        self._end_us = end_us
+        self._start_us = end_us - self.days * 86_400 * _US
+        self._clock_us = end_us
+        self.tables = {
+            "users": Table("users", self.users, self._user_stamp, self._user_columns),
+            "game_types": Table(
+                "game_types", len(GAME_TYPES), self._game_type_stamp, self._game_type_columns
+            ),
+            "journal_entries": Table(
+                "journal_entries", self.entries, self._entry_stamp, self._entry_columns
+            ),
+        }
+
+    # users: all exist before the first entry, a minute apart
+    def _user_stamp(self, ids: np.ndarray) -> np.ndarray:
+        return self._start_us - (self.users - ids + 1) * 60 * _US
+
+    def _user_columns(self, ids: np.ndarray) -> Columns:
+        stamps = _iso(self._user_stamp(ids))
+        id_list = ids.tolist()
+        return {
+            "id": id_list,
+            "name": [f"User {i}" for i in id_list],
+            "email": [f"user{i}@journal.example" for i in id_list],
+            "created_at": stamps,
+            "updated_at": stamps,
+        }
+
+    def _game_type_stamp(self, ids: np.ndarray) -> np.ndarray:
+        return self._start_us - (self.users + len(GAME_TYPES) - ids + 1) * 60 * _US
+
+    def _game_type_columns(self, ids: np.ndarray) -> Columns:
+        stamps = _iso(self._game_type_stamp(ids))
+        return {
+            "id": ids.tolist(),
+            "name": [GAME_TYPES[i - 1][0] for i in ids.tolist()],
+            "category": [GAME_TYPES[i - 1][1] for i in ids.tolist()],
+            "created_at": stamps,
+            "updated_at": stamps,
+        }
+
+    # entries: spread evenly over the period, so updated_at grows with the id
+    def _entry_stamp(self, ids: np.ndarray) -> np.ndarray:
+        step = (self._end_us - self._start_us) // max(self.entries, 1)
+        return self._start_us + (ids - 1) * step
+
+    def _entry_columns(self, ids: np.ndarray) -> Columns:
+        stamps = _iso(self._entry_stamp(ids))
+        return {
+            "id": ids.tolist(),
+            "user_id": (_mix(ids, self.seed) % np.uint64(self.users) + np.uint64(1)).tolist(),
+            "game_type_id": (
+                _mix(ids, self.seed + 1) % np.uint64(len(GAME_TYPES)) + np.uint64(1)
+            ).tolist(),
+            "created_at": stamps,
+            "updated_at": stamps,
+            "duration_minutes": (_mix(ids, self.seed + 2) % np.uint64(115) + np.uint64(5)).tolist(),
+            "score": (_mix(ids, self.seed + 3) % np.uint64(1001)).tolist(),
+            "mood": (_mix(ids, self.seed + 4) % np.uint64(5) + np.uint64(1)).tolist(),
+        }
+
+    def _tick(self) -> int:
+        self._clock_us += _US
+        return self._clock_us
+
+    def advance(self, new_entries: int = 0, changed_entries: int = 0, new_users: int = 0) -> dict[str, int]:
+        """Append new users and entries and change some existing entries, after every base row."""
+        users, entries = self.tables["users"], self.tables["journal_entries"]
+        for _ in range(new_users):
+            stamp = self._tick()
+            user_id = users.count + 1
+            users.append(
+                {
+                    "id": user_id,
+                    "name": f"User {user_id}",
+                    "email": f"user{user_id}@journal.example",
+                    "created_at": _iso_one(stamp),
+                    "updated_at": _iso_one(stamp),
+                },
+                stamp,
+            )
+        total_users = users.count
+        for _ in range(new_entries):
+            stamp = self._tick()
+            entry_id = entries.count + 1
+            mixed = [int(_mix(np.array([entry_id]), self.seed + k)[0]) for k in range(5)]
+            entries.append(
+                {
+                    "id": entry_id,
+                    "user_id": mixed[0] % total_users + 1,
+                    "game_type_id": mixed[1] % len(GAME_TYPES) + 1,
+                    "created_at": _iso_one(stamp),
+                    "updated_at": _iso_one(stamp),
+                    "duration_minutes": mixed[2] % 115 + 5,
+                    "score": mixed[3] % 1001,
+                    "mood": mixed[4] % 5 + 1,
+                },
+                stamp,
+            )
+        for _ in range(changed_entries):
+            self._changes += 1
+            entry_id = int(_mix(np.array([self._changes]), self.seed + 99)[0]) % entries.count + 1
+            row = entries.current(entry_id)
+            stamp = self._tick()
+            row["mood"] = row["mood"] % 5 + 1
+            row["score"] = min(row["score"] + 1, 1000)
+            row["updated_at"] = _iso_one(stamp)
+            entries.append(row, stamp)
+        return {name: table.count for name, table in self.tables.items()}
+
+    def page(
+        self, table: str, updated_since: datetime | None, after: tuple[int, int] | None, limit: int
+    ) -> tuple[Columns | list[dict], tuple[int, int] | None]:
+        if after is None:
+            since_us = _to_us(updated_since) if updated_since is not None else -(2**62)
+            after = (since_us - 1, 2**62)  # inclusive of updated_since
+        return self.tables[table].page(after, limit)

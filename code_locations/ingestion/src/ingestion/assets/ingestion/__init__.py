@@ -1,0 +1,1 @@
+"""Assets that fetch data from external sources."""

@@ -1,0 +1,100 @@
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+from data_platform.local.journal_api.process import JournalApiProcess
+from data_platform.resources import PostgresResource
+
+from ingestion.assets.ingestion.journal_app import api_users, get_game_types_from_api, journal_entries
+from ingestion.resources.journal_api import JournalApiResource
+
+RAW_ASSETS = [api_users, get_game_types_from_api, journal_entries]
+RAW_TABLES = ("raw.users", "raw.game_types", "raw.journal_entries")
+
+
+def _client_for(api: JournalApiProcess, **overrides: Any) -> JournalApiResource:
+    settings: dict[str, Any] = {
+        "base_url": api.url,
+        "page_size": 100,
+        "backoff_seconds": 0.01,
+        "timeout_seconds": 5.0,
+    }
+    settings.update(overrides)
+    return JournalApiResource(**settings)
+
+
+@pytest.fixture
+def client_for() -> Callable[..., JournalApiResource]:
+    """A client for a started upstream, with fast retries for tests."""
+    return _client_for
+
+
+@pytest.fixture
+def ingest(warehouse: PostgresResource) -> Callable[..., dg.ExecuteInProcessResult]:
+    """Materialize raw assets against the given upstream, as a run of the location would."""
+
+    def run(api: JournalApiProcess, assets: list[Any] = RAW_ASSETS, **client: Any) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            assets,
+            resources={"postgres": warehouse, "journal_api": _client_for(api, **client)},
+            raise_on_error=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def raw_snapshot(warehouse: PostgresResource) -> Callable[[], dict[str, list[tuple[Any, ...]]]]:
+    return lambda: _snapshot(warehouse)
+
+
+@pytest.fixture
+def raw_counts(warehouse: PostgresResource) -> Callable[[], dict[str, int]]:
+    return lambda: _row_counts(warehouse)
+
+
+def _snapshot(warehouse: PostgresResource) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every raw table and of the cursor table (without load timestamps)."""
+    result: dict[str, list[tuple[Any, ...]]] = {}
+    with psycopg.connect(warehouse.conninfo()) as conn:
+        exists = conn.execute("SELECT to_regclass('raw.ingestion_cursors')").fetchone()
+        if exists is None or exists[0] is None:
+            return result
+        for table in RAW_TABLES:
+            columns = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' "
+                    "AND table_name = %s AND column_name <> '_ingested_at' ORDER BY column_name",
+                    [table.split(".")[1]],
+                )
+            ]
+            result[table] = conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id").fetchall()
+        result["cursors"] = conn.execute(
+            "SELECT endpoint, updated_since FROM raw.ingestion_cursors ORDER BY endpoint"
+        ).fetchall()
+    return result
+
+
+def _row_counts(warehouse: PostgresResource) -> dict[str, int]:
+    with psycopg.connect(warehouse.conninfo()) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in RAW_TABLES}  # type: ignore[index]
+
+
+@pytest.fixture
+def step_error() -> Callable[[dg.ExecuteInProcessResult], str]:
+    return _step_error
+
+
+def _step_error(result: dg.ExecuteInProcessResult) -> str:
+    """The error messages of the failed steps, cause chain included."""
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            error = event.step_failure_data.error
+            while error is not None:
+                messages.append(error.message)
+                error = error.cause
+    return "\n".join(messages)
