@@ -74,6 +74,8 @@ def wait_until(
         try:
             if ready():
                 return
+        except StackError:
+            raise  # the probe found a failure that waiting will not fix
         except Exception:  # noqa: BLE001 - a probe that errors is simply not ready yet
             pass
         time.sleep(interval)

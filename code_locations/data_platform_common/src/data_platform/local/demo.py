@@ -1,0 +1,148 @@
+"""``make demo``: the pipeline through the real instance, then one line of JSON.
+
+Only ingestion is launched by hand (through the webserver's GraphQL API, as a user would);
+the downstream locations must follow by themselves through declarative automation. The runs
+stay in the stack's Postgres, so ``make dev`` shows them in the UI afterwards.
+
+Each location may report its part of the summary: a module ``<package>.demo_summary`` with a
+``summary() -> dict`` function, called with the stack's environment in place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from typing import Any
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster_graphql import DagsterGraphQLClient
+
+from data_platform.local.processes import StackError
+from data_platform.local.stack import Stack, StackConfig, interruptible
+from data_platform.locations import INGESTION, LOCATIONS, CodeLocation
+
+LAUNCHED_JOB = "ingest_journal_app_job"
+FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+ASSET_NODES = """
+query { assetNodes { assetKey { path } repository { location { name } } } }
+"""
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _runs_since(instance: DagsterInstance, location: CodeLocation, since: float) -> list[Any]:
+    runs = instance.get_runs(RunsFilter(created_after=_utc(since)))
+    return [
+        r
+        for r in runs
+        if r.remote_job_origin is not None and r.remote_job_origin.location_name == location.name
+    ]
+
+
+def _utc(timestamp: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def wait_for_location(instance: DagsterInstance, location: CodeLocation, since: float, timeout: float) -> float:
+    """Wait until the runs automation started in ``location`` after ``since`` have all finished."""
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        runs = _runs_since(instance, location, since)
+        for run in runs:
+            if run.run_id not in seen:
+                seen.add(run.run_id)
+                say(f"{location.name}: automation started run {run.run_id[:8]} ({run.job_name})")
+        failed = [r for r in runs if r.status in {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}]
+        if failed:
+            raise StackError(
+                f"run {failed[0].run_id} in {location.name} ended {failed[0].status.value}; "
+                f"see it in the UI (make dev) or the logs under {instance.root_directory}"
+            )
+        if runs and all(r.status in FINISHED for r in runs):
+            finished = max(
+                (instance.get_run_record_by_id(r.run_id).end_time or time.time()) for r in runs  # type: ignore[union-attr]
+            )
+            say(f"{location.name}: {len(runs)} run(s) succeeded")
+            return finished
+        time.sleep(1)
+    raise StackError(
+        f"no finished run in {location.name} within {timeout:.0f} s after its upstream; is its "
+        "automation sensor running? (UI -> Automation)"
+    )
+
+
+def locations_with_assets(client: DagsterGraphQLClient) -> set[str]:
+    result = client._execute(ASSET_NODES)  # noqa: SLF001 - the client has no public query method
+    return {node["repository"]["location"]["name"] for node in result["assetNodes"]}
+
+
+def summaries() -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for location in LOCATIONS:
+        try:
+            module = importlib.import_module(f"{location.package}.demo_summary")
+        except ModuleNotFoundError as error:
+            if error.name == f"{location.package}.demo_summary":
+                continue
+            raise
+        merged.update(module.summary())
+    return merged
+
+
+def run_demo(config: StackConfig, timeout: float = 600) -> int:
+    stack = Stack(config)
+    started = time.monotonic()
+    with interruptible():
+        try:
+            stack.start()
+            instance = DagsterInstance.get()
+            client = DagsterGraphQLClient("127.0.0.1", port_number=config.webserver_port)
+            downstream = [
+                loc
+                for loc in config.locations
+                if loc != INGESTION and loc.name in locations_with_assets(client)
+            ]
+            launched_at = time.time()
+            run_id = client.submit_job_execution(
+                LAUNCHED_JOB, repository_location_name=INGESTION.name, repository_name="__repository__"
+            )
+            say(f"ingestion: launched {LAUNCHED_JOB} as run {run_id[:8]} (only this run is launched by hand)")
+            since = _wait_for_run(instance, run_id, timeout)
+            say(f"ingestion: run {run_id[:8]} succeeded in {since - launched_at:.1f} s")
+            for location in downstream:
+                since = wait_for_location(instance, location, since - 1, timeout)
+            summary = {**summaries(), "seconds": round(time.monotonic() - started, 1)}
+        except KeyboardInterrupt:
+            say("interrupted")
+            return 130
+        except StackError as error:
+            print(f"[demo] error: {error}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            stack.stop()
+    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+    return 0
+
+
+def _wait_for_run(instance: DagsterInstance, run_id: str, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status != status:
+            status = run.status
+            say(f"ingestion: run {run_id[:8]} {status.value}")
+        if run is not None and run.status == DagsterRunStatus.SUCCESS:
+            record = instance.get_run_record_by_id(run_id)
+            return (record.end_time if record and record.end_time else time.time())
+        if run is not None and run.status in FINISHED:
+            raise StackError(f"ingestion run {run_id} ended {run.status.value}; see `make dev` UI or {instance.root_directory}")
+        time.sleep(0.5)
+    raise StackError(f"ingestion run {run_id} did not finish within {timeout:.0f} s")

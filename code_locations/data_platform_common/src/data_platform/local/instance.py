@@ -1,0 +1,64 @@
+"""The local Dagster instance and workspace: the same shape as the Helm release, on a laptop.
+
+Storage on Postgres (dagster-postgres), runs queued then launched as subprocesses of the
+code servers, and a workspace.yaml that lists one gRPC server per code location, exactly as
+the Helm chart's ``dagsterWebserver.workspace.servers`` does on Kubernetes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_platform.locations import CodeLocation
+from data_platform.settings import POSTGRES_PASSWORD
+
+
+def instance_config(postgres_port: int, postgres_user: str, database: str = "dagster") -> dict[str, Any]:
+    return {
+        "storage": {
+            "postgres": {
+                "postgres_db": {
+                    "hostname": "127.0.0.1",
+                    "port": postgres_port,
+                    "username": postgres_user,
+                    "password": {"env": POSTGRES_PASSWORD},
+                    "db_name": database,
+                    "params": {"sslmode": "disable"},
+                }
+            }
+        },
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"max_concurrent_runs": 4},
+        },
+        "run_launcher": {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"},
+        "run_monitoring": {"enabled": True, "poll_interval_seconds": 15},
+        "run_retries": {"enabled": True, "max_retries": 0},
+        "telemetry": {"enabled": False},
+        "nux": {"enabled": False},
+    }
+
+
+def workspace_config(locations: tuple[CodeLocation, ...]) -> dict[str, Any]:
+    return {
+        "load_from": [
+            {"grpc_server": {"host": "127.0.0.1", "port": loc.port, "location_name": loc.name}}
+            for loc in locations
+        ]
+    }
+
+
+def write_instance(dagster_home: Path, postgres_port: int, postgres_user: str) -> Path:
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    path = dagster_home / "dagster.yaml"
+    path.write_text(yaml.safe_dump(instance_config(postgres_port, postgres_user), sort_keys=False))
+    return path
+
+
+def write_workspace(path: Path, locations: tuple[CodeLocation, ...]) -> Path:
+    path.write_text(yaml.safe_dump(workspace_config(locations), sort_keys=False))
+    return path
