@@ -6,8 +6,11 @@ import psycopg
 import pytest
 from data_platform.local.journal_api.process import JournalApiProcess
 from data_platform.resources import PostgresResource
-
-from ingestion.assets.ingestion.journal_app import api_users, get_game_types_from_api, journal_entries
+from ingestion.assets.ingestion.journal_app import (
+    api_users,
+    get_game_types_from_api,
+    journal_entries,
+)
 from ingestion.resources.journal_api import JournalApiResource
 
 RAW_ASSETS = [api_users, get_game_types_from_api, journal_entries]
@@ -35,7 +38,9 @@ def client_for() -> Callable[..., JournalApiResource]:
 def ingest(warehouse: PostgresResource) -> Callable[..., dg.ExecuteInProcessResult]:
     """Materialize raw assets against the given upstream, as a run of the location would."""
 
-    def run(api: JournalApiProcess, assets: list[Any] = RAW_ASSETS, **client: Any) -> dg.ExecuteInProcessResult:
+    def run(
+        api: JournalApiProcess, assets: list[Any] = RAW_ASSETS, **client: Any
+    ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             assets,
             resources={"postgres": warehouse, "journal_api": _client_for(api, **client)},
@@ -71,7 +76,9 @@ def _snapshot(warehouse: PostgresResource) -> dict[str, list[tuple[Any, ...]]]:
                     [table.split(".")[1]],
                 )
             ]
-            result[table] = conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY id").fetchall()
+            result[table] = conn.execute(
+                f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"
+            ).fetchall()
         result["cursors"] = conn.execute(
             "SELECT endpoint, updated_since FROM raw.ingestion_cursors ORDER BY endpoint"
         ).fetchall()

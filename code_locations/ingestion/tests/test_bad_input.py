@@ -3,8 +3,11 @@
 import re
 
 import pytest
-
-from ingestion.assets.ingestion.journal_app import api_users, get_game_types_from_api, journal_entries
+from ingestion.assets.ingestion.journal_app import (
+    api_users,
+    get_game_types_from_api,
+    journal_entries,
+)
 
 RAW_ASSETS = [api_users, get_game_types_from_api, journal_entries]
 
@@ -20,6 +23,11 @@ FAULTS = {
     "wrong type": (
         {"wrong_type": "journal_entries.score", "fault_record_id": 1150},
         r"/api/v1/journal_entries: record id=1150: field 'score': Expected `int`, got `str`",
+    ),
+    "not a timestamp": (
+        {"wrong_type": "journal_entries.created_at", "fault_record_id": 1150},
+        r"/api/v1/journal_entries: record id=1150: field 'created_at': "
+        r"invalid input syntax for type timestamp with time zone",
     ),
     "persistent 5xx": (
         {"error_rate": 1.0},

@@ -4,14 +4,15 @@ from datetime import datetime
 
 import pytest
 from data_platform.local.journal_api.process import JournalApiProcess
-
 from ingestion.records import JournalEntry, UpstreamError, User
 from ingestion.resources.journal_api import UpstreamUnavailableError
 
 
 @pytest.fixture
 def fetch_all(client_for):
-    def fetch(api: JournalApiProcess, record_type=JournalEntry, since: datetime | None = None, **client):
+    def fetch(
+        api: JournalApiProcess, record_type=JournalEntry, since: datetime | None = None, **client
+    ):
         retries: list[str] = []
         pages = list(client_for(api, **client).fetch(record_type, since, on_retry=retries.append))
         return pages, retries
@@ -25,7 +26,7 @@ def test_pagination_returns_every_record_once_in_order(start_journal_api, fetch_
     assert [len(p) for p in pages[:-1]] == [100] * 12 and len(pages[-1]) == 34
     records = [r for page in pages for r in page]
     assert [r.id for r in records] == list(range(1, 1_235))
-    stamps = [(r.updated_at, r.id) for r in records]
+    stamps = [(datetime.fromisoformat(r.updated_at), r.id) for r in records]
     assert stamps == sorted(stamps)
 
 
@@ -47,7 +48,9 @@ def test_transient_5xx_is_retried_with_backoff(start_journal_api, fetch_all):
 def test_persistent_5xx_gives_up_with_a_clear_error(start_journal_api, fetch_all):
     api = start_journal_api(users=5, entries=10)
     api.set_faults(error_rate=1.0)
-    with pytest.raises(UpstreamUnavailableError, match=r"/api/v1/users failed 3 times; last error: HTTP 503"):
+    with pytest.raises(
+        UpstreamUnavailableError, match=r"/api/v1/users failed 3 times; last error: HTTP 503"
+    ):
         fetch_all(api, User, max_attempts=3)
 
 
@@ -72,11 +75,11 @@ def test_client_errors_are_not_retried(start_journal_api, client_for):
 def test_incremental_cursor_fetches_only_new_and_changed_rows(start_journal_api, fetch_all):
     api = start_journal_api(users=10, entries=300)
     first, _ = fetch_all(api)
-    cursor = max(r.updated_at for p in first for r in p)
+    cursor = max(datetime.fromisoformat(r.updated_at) for p in first for r in p)
     api.advance(new_entries=5, changed_entries=3)
     later, _ = fetch_all(api, since=cursor)
     records = [r for p in later for r in p]
     # the row at the cursor itself comes again (the cursor is inclusive), then 8 changes
     assert len(records) == 1 + 5 + 3
     assert {r.id for r in records if r.id > 300} == {301, 302, 303, 304, 305}
-    assert all(r.updated_at >= cursor for r in records)
+    assert all(datetime.fromisoformat(r.updated_at) >= cursor for r in records)

@@ -52,11 +52,15 @@ def upstream_entries(api) -> dict[int, tuple]:
 
 def warehouse_entries(warehouse) -> dict[int, tuple]:
     with psycopg.connect(warehouse.conninfo()) as conn:
-        rows = conn.execute("SELECT id, mood, score, updated_at FROM raw.journal_entries").fetchall()
+        rows = conn.execute(
+            "SELECT id, mood, score, updated_at FROM raw.journal_entries"
+        ).fetchall()
     return {i: (m, s, u.strftime("%Y-%m-%dT%H:%M:%S.%fZ")) for i, m, s, u in rows}
 
 
-def test_incremental_run_loads_new_and_changed_rows(start_journal_api, ingest, warehouse, raw_counts):
+def test_incremental_run_loads_new_and_changed_rows(
+    start_journal_api, ingest, warehouse, raw_counts
+):
     api = start_journal_api(users=30, entries=1_000)
     assert ingest(api).success
     before = warehouse_entries(warehouse)

@@ -1,26 +1,33 @@
-"""Loads into Postgres schema raw: COPY into a temporary table, then upsert by id, atomically.
+"""Loads into Postgres schema raw: COPY, upsert by id and the cursor, in one transaction.
 
-One transaction per endpoint covers the whole extraction: the temporary table, the upsert and
-the incremental cursor. A failure anywhere (the upstream, a bad record, the database) rolls
-all of it back, so the raw table and its cursor stay exactly as they were and a re-run is safe.
+One transaction per endpoint covers the whole extraction: the COPY, the upsert and the
+incremental cursor. A failure anywhere (the upstream, a bad record, the database) rolls all
+of it back, so the raw table and its cursor stay exactly as they were and a re-run is safe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import psycopg
 from psycopg import sql
 
-from ingestion.records import RECORD_TYPES, Record, columns
+from ingestion.records import (
+    RECORD_TYPES,
+    CopyText,
+    Record,
+    RecordValidationError,
+    columns,
+    endpoint_path,
+)
 
 SCHEMA = "raw"
 CURSORS = sql.Identifier(SCHEMA, "ingestion_cursors")
-_BINARY_TYPES = {"bigint": "int8", "text": "text", "timestamptz": "timestamptz", "double precision": "float8"}
 
 
 def table_name(record_type: type[Record]) -> str:
@@ -89,80 +96,143 @@ def load(
     pages: Iterable[list[Any]],
     updated_since: datetime | None,
 ) -> LoadResult:
-    """COPY every page into a temporary table, then upsert into raw and advance the cursor.
+    """Land every page in raw and advance the cursor, inside the caller's transaction.
 
-    Runs inside the caller's transaction: the caller commits only when everything succeeded.
+    The table is locked against other writers for the whole load, which makes two paths
+    safe: a row whose id is above every id in the table, seen for the first time, cannot
+    conflict and is COPYed straight into the table (appends are most of the traffic, and
+    this is as fast as COPY gets); every other row is COPYed into a temporary table and
+    upserted from there: UPDATE what changed, INSERT what is missing. The caller commits
+    only when everything succeeded, so a failure leaves the table and its cursor untouched.
     """
     names = [name for name, _ in columns(record_type)]
-    binary_types = [_BINARY_TYPES[pg_type] for _, pg_type in columns(record_type)]
     target = _table(record_type)
     incoming = sql.Identifier(f"incoming_{record_type.table}")
     column_list = sql.SQL(", ").join(map(sql.Identifier, names))
+    conn.execute("SET LOCAL TimeZone = 'UTC'")  # a timestamp without offset means UTC
+    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
+    (max_id,) = conn.execute(
+        sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(target)
+    ).fetchone() or (0,)
     conn.execute(
         sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
             incoming, target
         )
     )
-    fetched = 0
+    copy_into = sql.SQL("COPY {} ({}) FROM STDIN")
+    as_text = CopyText(record_type)
+    fetched, newest = 0, updated_since
+    seen: set[int] = set()
+    appended: list[int] = []  # ids in COPY order, to name the record behind a rejected line
+    to_upsert: list[Any] = []  # records that may exist already (usually few)
     with conn.cursor() as cursor:
-        with cursor.copy(
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(incoming, column_list)
-        ) as copy:
-            copy.set_types(binary_types)
-            astuple = msgspec.structs.astuple
+        with (
+            _rejections_named(record_type, appended),
+            cursor.copy(copy_into.format(target, column_list)) as copy,
+        ):
             for records in pages:
-                for record in records:
-                    copy.write_row(astuple(record))
+                ids = [record.id for record in records]
+                if ids and min(ids) > max_id and seen.isdisjoint(ids) and len(set(ids)) == len(ids):
+                    copy.write(as_text(records))  # the common case: a page of new rows
+                    appended += ids
+                else:
+                    for record in records:
+                        if record.id > max_id and record.id not in seen:
+                            copy.write(as_text([record]))
+                            appended.append(record.id)
+                        else:
+                            to_upsert.append(record)
+                        seen.add(record.id)
+                seen.update(ids)
+                if records:
+                    newest = _later(newest, _page_newest(record_type, records))
                 fetched += len(records)
-        upsert = sql.SQL(
-            "WITH upserted AS ("
-            "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {source} "
-            "ON CONFLICT (id) DO UPDATE SET {assignments}, _ingested_at = now() "
-            # an older version of a row (re-fetched at the cursor's edge) never overwrites a newer
-            "WHERE t.updated_at <= EXCLUDED.updated_at "
-            "AND ({current}) IS DISTINCT FROM ({excluded}) "
-            "RETURNING (xmax = 0) AS inserted) "
-            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
-            "FROM upserted"
-        )
-        assignments = sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n != "id"
-        )
-        current = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(n)) for n in names)
-        excluded = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(n)) for n in names)
-
-        def run_upsert(source: sql.Composable) -> tuple[int, int]:
-            cursor.execute(
-                upsert.format(
-                    target=target,
-                    columns=column_list,
-                    source=source,
-                    assignments=assignments,
-                    current=current,
-                    excluded=excluded,
-                )
-            )
-            inserted, updated = cursor.fetchone() or (0, 0)
-            return inserted, updated
-
-        try:
-            with conn.transaction():  # savepoint: the fast path fails if an id came twice
-                inserted, updated = run_upsert(incoming)
-        except psycopg.errors.CardinalityViolation:
-            # a row changed while we paged through, so it came twice: keep its newest version
-            newest = sql.SQL(
-                "(SELECT DISTINCT ON (id) {columns} FROM {incoming} ORDER BY id, updated_at DESC) AS newest"
-            ).format(columns=column_list, incoming=incoming)
-            inserted, updated = run_upsert(newest)
-        new_cursor = cursor.execute(sql.SQL("SELECT max(updated_at) FROM {}").format(incoming)).fetchone()
-        cursor_value = new_cursor[0] if new_cursor and new_cursor[0] is not None else updated_since
-        if cursor_value is not None:
+        updated = inserted = 0
+        if to_upsert:
+            upsert_ids = [record.id for record in to_upsert]
+            with (
+                _rejections_named(record_type, upsert_ids),
+                cursor.copy(copy_into.format(incoming, column_list)) as copy,
+            ):
+                copy.write(as_text(to_upsert))
+            updated, inserted = _upsert(cursor, target, incoming, names)
+        if newest is not None:
             cursor.execute(
                 sql.SQL(
                     "INSERT INTO {} (endpoint, updated_since, rows_loaded) VALUES (%s, %s, %s) "
                     "ON CONFLICT (endpoint) DO UPDATE SET updated_since = EXCLUDED.updated_since, "
                     "rows_loaded = EXCLUDED.rows_loaded, loaded_at = now()"
                 ).format(CURSORS),
-                [record_type.endpoint, cursor_value, fetched],
+                [record_type.endpoint, newest, fetched],
             )
-    return LoadResult(fetched, inserted, updated, updated_since, cursor_value)
+    return LoadResult(fetched, len(appended) + inserted, updated, updated_since, newest)
+
+
+def _page_newest(record_type: type[Record], records: list[Any]) -> datetime:
+    """The cursor a page advances to: its last row's updated_at (pages are in that order)."""
+    last = records[-1]
+    try:
+        moment = datetime.fromisoformat(last.updated_at)
+    except ValueError as error:
+        raise RecordValidationError(
+            endpoint_path(record_type),
+            last.id,
+            "updated_at",
+            f"not a timestamp: {last.updated_at!r}",
+        ) from error
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _later(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate > current else current
+
+
+_COPY_CONTEXT = re.compile(r"line (\d+)(?:, column (\w+))?")
+
+
+@contextmanager
+def _rejections_named(record_type: type[Record], ids: list[int]) -> Iterator[None]:
+    """Turn Postgres' rejection of a COPY line into an error naming the record and field."""
+    try:
+        yield
+    except psycopg.errors.DataError as error:
+        where = _COPY_CONTEXT.search(error.diag.context or "")
+        if where is None or int(where.group(1)) > len(ids):
+            raise
+        record_id = ids[int(where.group(1)) - 1]
+        problem = error.diag.message_primary or str(error)
+        raise RecordValidationError(
+            endpoint_path(record_type), record_id, where.group(2) or "?", problem
+        ) from error
+
+
+def _upsert(
+    cursor: psycopg.Cursor[Any], target: sql.Identifier, incoming: sql.Identifier, names: list[str]
+) -> tuple[int, int]:
+    """UPDATE rows that changed, then INSERT rows that are missing; (updated, inserted)."""
+    # a row that changed while we paged through came twice: only its newest version counts
+    source = sql.SQL("(SELECT DISTINCT ON (id) * FROM {} ORDER BY id, updated_at DESC)").format(
+        incoming
+    )
+    column_list = sql.SQL(", ").join(map(sql.Identifier, names))
+    changed = sql.SQL(", ").join(
+        sql.SQL("{0} = s.{0}").format(sql.Identifier(n)) for n in names if n != "id"
+    )
+    current = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(n)) for n in names)
+    arriving = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(n)) for n in names)
+    cursor.execute(
+        sql.SQL(
+            "UPDATE {target} AS t SET {changed}, _ingested_at = now() FROM {source} AS s "
+            # an older version of a row (re-read at the cursor's edge) never overwrites a newer
+            "WHERE t.id = s.id AND t.updated_at <= s.updated_at "
+            "AND ({current}) IS DISTINCT FROM ({arriving})"
+        ).format(target=target, changed=changed, source=source, current=current, arriving=arriving)
+    )
+    updated = cursor.rowcount
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO {target} ({columns}) SELECT {columns} FROM {source} AS s "
+            "WHERE NOT EXISTS (SELECT FROM {target} AS t WHERE t.id = s.id)"
+        ).format(target=target, columns=column_list, source=source)
+    )
+    return updated, cursor.rowcount

@@ -2,19 +2,22 @@
 
 A page is decoded and validated in one pass (msgspec, in C); a record that misses a field or
 carries a wrong type fails the whole batch with the endpoint, the record id and the field.
+Timestamps stay text until Postgres parses them during the COPY (several times faster than
+building datetimes in Python); a value Postgres rejects is reported the same way.
 The raw tables' columns are derived from the same declarations, so the two cannot drift.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, get_args, get_origin, get_type_hints
 
 import msgspec
 
 Mood = Annotated[int, msgspec.Meta(ge=1, le=5)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Timestamp = Annotated[str, msgspec.Meta(min_length=10, extra={"postgres": "timestamptz"})]
 
 
 class Record(msgspec.Struct, frozen=True):
@@ -24,8 +27,8 @@ class Record(msgspec.Struct, frozen=True):
     table: ClassVar[str]
 
     id: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class User(Record, frozen=True):
@@ -57,7 +60,19 @@ class JournalEntry(Record, frozen=True):
 
 RECORD_TYPES: tuple[type[Record], ...] = (User, GameType, JournalEntry)
 
-_PG_TYPES = {int: "bigint", str: "text", datetime: "timestamptz", float: "double precision"}
+
+def endpoint_path(record_type: type[Record]) -> str:
+    return f"/api/v1/{record_type.endpoint}"
+
+
+_PG_TYPES = {int: "bigint", str: "text", float: "double precision"}
+
+
+def _extra(hint: Any) -> dict[str, Any]:
+    if get_origin(hint) is not Annotated:
+        return {}
+    metas = [m for m in get_args(hint)[1:] if isinstance(m, msgspec.Meta)]
+    return {k: v for m in metas for k, v in (m.extra or {}).items()}
 
 
 def columns(record_type: type[Record]) -> list[tuple[str, str]]:
@@ -67,8 +82,55 @@ def columns(record_type: type[Record]) -> list[tuple[str, str]]:
     for name in record_type.__struct_fields__:
         hint = hints[name]
         base = get_args(hint)[0] if get_origin(hint) is Annotated else hint
-        result.append((name, _PG_TYPES[base]))
+        result.append((name, _extra(hint).get("postgres", _PG_TYPES[base])))
     return result
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_escape(value: str) -> str:
+    """A value as COPY's text format needs it (backslash, tab and line breaks escaped)."""
+    return value.translate(_COPY_ESCAPES)
+
+
+def _line_formatter(record_type: type[Record], escape: bool) -> Callable[[Any], str]:
+    hints = get_type_hints(record_type, include_extras=True)
+    parts = []
+    for name in record_type.__struct_fields__:
+        hint = hints[name]
+        text = (get_args(hint)[0] if get_origin(hint) is Annotated else hint) is str
+        parts.append(f"{{escape(r.{name})}}" if escape and text else f"{{r.{name}}}")
+    template = "\\t".join(parts) + "\\n"
+    return eval(f'lambda r: f"{template}"', {"escape": copy_escape})  # type: ignore[no-any-return]
+
+
+class CopyText:
+    """Records as COPY text, one line each, with formatters compiled once per record type.
+
+    Escaping every value costs four times the formatting, and almost no value needs it: a page
+    is formatted plainly, and only when its tabs, line breaks or backslashes show that some
+    value held one is it formatted again with escapes.
+    """
+
+    def __init__(self, record_type: type[Record]) -> None:
+        self.separators = len(record_type.__struct_fields__) - 1
+        self.plain = _line_formatter(record_type, escape=False)
+        self.escaped = _line_formatter(record_type, escape=True)
+
+    def __call__(self, records: list[Any]) -> str:
+        plain = self.plain
+        text = "".join([plain(r) for r in records])
+        rows = len(records)
+        if (
+            text.count("\n") == rows
+            and text.count("\t") == rows * self.separators
+            and "\\" not in text
+            and "\r" not in text
+        ):
+            return text
+        escaped = self.escaped
+        return "".join([escaped(r) for r in records])
 
 
 class UpstreamError(Exception):
@@ -126,7 +188,11 @@ def _explain(
     if missing:
         field = missing.group(1)
     raw = msgspec.json.decode(msgspec.json.decode(body, type=_Page).data[index])
-    record_id = raw.get("id", f"<unknown, record #{index} of page {page}>") if isinstance(raw, dict) else index
+    record_id = (
+        raw.get("id", f"<unknown, record #{index} of page {page}>")
+        if isinstance(raw, dict)
+        else index
+    )
     problem = message.split(" - at ")[0]
     return RecordValidationError(endpoint, record_id, field or "?", problem)
 

@@ -15,7 +15,7 @@ import httpx
 import msgspec
 from data_platform import settings
 
-from ingestion.records import MalformedPageError, Record, UpstreamError, decode_page
+from ingestion.records import MalformedPageError, Record, UpstreamError, decode_page, endpoint_path
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
@@ -39,7 +39,11 @@ class JournalApiResource(dg.ConfigurableResource):
     backoff_max_seconds: float = 30.0
 
     def _get(
-        self, client: httpx.Client, url: str, params: dict[str, Any], on_retry: Callable[[str], None]
+        self,
+        client: httpx.Client,
+        url: str,
+        params: dict[str, Any],
+        on_retry: Callable[[str], None],
     ) -> bytes:
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -89,7 +93,7 @@ class JournalApiResource(dg.ConfigurableResource):
         on_retry: Callable[[str], None] = lambda message: None,
     ) -> Iterator[list[Any]]:
         """Validated pages of records; the next page downloads while this one is loaded."""
-        endpoint = f"/api/v1/{record_type.endpoint}"
+        endpoint = endpoint_path(record_type)
         bodies = _prefetch(self._bodies(record_type.endpoint, updated_since, on_retry))
         for number, body in enumerate(bodies, start=1):
             records, _ = decode_page(body, record_type, endpoint, number)

@@ -34,6 +34,7 @@ from data_platform.local.journal_api.synthetic import Columns, JournalData
 
 API_PREFIX = "/api/v1/"
 MAX_LIMIT = 50_000
+PageKey = tuple[str, "tuple[int, int] | None", "datetime | None", int]  # table, after, since, limit
 _UNSAFE_TEXT = re.compile(r'["\\\x00-\x1f]')
 
 
@@ -73,12 +74,6 @@ def _encode_columns(cols: Columns) -> bytes:
     return ",".join([template % row for row in zip(*encoded, strict=True)]).encode()
 
 
-def _as_rows(data: Columns | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(data, list):
-        return [dict(row) for row in data]
-    return [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
-
-
 class JournalApi:
     """State shared by the request threads: the data, the faults, a page counter per table."""
 
@@ -89,6 +84,9 @@ class JournalApi:
         self.random = random.Random(seed)
         self.pages_served: dict[str, int] = {}
         self.requests = 0
+        # rendered full pages of base rows: immutable until the next advance, like data at rest
+        self.page_cache: dict[PageKey, tuple[bytes, str | None]] = {}
+        self.generation = 0
 
     def set_faults(self, values: dict[str, Any]) -> Faults:
         names = {f.name for f in fields(Faults)}
@@ -108,6 +106,29 @@ class JournalApi:
                 return True
             return self.faults.error_rate > 0 and self.random.random() < self.faults.error_rate
 
+    def _page(self, key: PageKey) -> tuple[bytes, str | None]:
+        """A page's JSON array and the next cursor; full pages of base rows are cached."""
+        table, after, since, limit = key
+        with self.lock:
+            if key in self.page_cache:
+                return self.page_cache[key]
+            generation = self.generation
+            data, next_after = self.data.page(table, since, after, limit)
+        next_cursor = None if next_after is None else f"{next_after[0]}.{next_after[1]}"
+        if isinstance(data, list):  # rows from the change log: small, never cached
+            return msgspec.json.encode(data), next_cursor
+        body = b"[" + _encode_columns(data) + b"]"
+        with self.lock:
+            if generation == self.generation:
+                self.page_cache[key] = (body, next_cursor)
+        return body, next_cursor
+
+    def advance(self, changes: dict[str, int]) -> dict[str, int]:
+        with self.lock:
+            self.generation += 1  # changed rows leave their base pages: drop what was rendered
+            self.page_cache.clear()
+            return self.data.advance(**changes)
+
     def render_page(self, table: str, query: dict[str, list[str]]) -> bytes:
         limit = min(int(query.get("limit", ["1000"])[0]), MAX_LIMIT)
         since_raw = query.get("updated_since", [None])[0]
@@ -117,17 +138,16 @@ class JournalApi:
         if cursor_raw:
             stamp, _, row_id = cursor_raw.partition(".")
             after = (int(stamp), int(row_id))
+        body, next_cursor = self._page((table, after, since, limit))
         with self.lock:
-            data, next_after = self.data.page(table, since, after, limit)
             served = self.pages_served.get(table, 0)
             self.pages_served[table] = served + 1
-        next_cursor = None if next_after is None else f"{next_after[0]}.{next_after[1]}"
         faults = self.faults
         damaged = served >= faults.fault_after_pages
         drop = faults.applies_to(faults.drop_field, table) if damaged else None
         wrong = faults.applies_to(faults.wrong_type, table) if damaged else None
         if drop or wrong:
-            rows = _as_rows(data)
+            rows = msgspec.json.decode(body)
             for row in rows:
                 if faults.fault_record_id not in (None, row["id"]):
                     continue
@@ -135,11 +155,7 @@ class JournalApi:
                     row.pop(drop, None)
                 if wrong:
                     row[wrong] = f"not-a-{wrong}"
-            body = b"[" + b",".join(msgspec.json.encode(r) for r in rows) + b"]"
-        elif isinstance(data, list):
-            body = msgspec.json.encode(data)
-        else:
-            body = b"[" + _encode_columns(data) + b"]"
+            body = msgspec.json.encode(rows)
         page = b'{"data":' + body + b',"next_cursor":' + msgspec.json.encode(next_cursor) + b"}"
         if damaged and faults.malformed in (table, "*"):
             page = page[: max(len(page) // 2, 1)]  # cut mid-document, as a dropped proxy would
@@ -198,8 +214,7 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/admin/faults":
                 return self._json(200, asdict(api.set_faults(body)))
             if path == "/admin/advance":
-                with api.lock:
-                    return self._json(200, api.data.advance(**body))
+                return self._json(200, api.advance(body))
         except (TypeError, ValueError, msgspec.DecodeError) as error:
             return self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
         return self._json(404, {"error": f"no endpoint {path}"})

@@ -1,6 +1,5 @@
 """The journal app's users, game types and journal entries, landed in Postgres schema raw."""
 
-
 import dagster as dg
 from data_platform.resources import PostgresResource
 from psycopg import sql
@@ -21,8 +20,7 @@ def ingest(
     with postgres.connect(autocommit=True) as conn:
         ensure_tables(conn)
         with conn.transaction():
-            # two runs of the same asset queue here instead of interleaving their upserts
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table])
+            # load() locks the table first, so two runs of one asset queue instead of interleaving
             since = read_cursor(conn, record_type)
             context.log.info(f"fetching /api/v1/{record_type.endpoint} updated since {since}")
             pages = journal_api.fetch(record_type, since, on_retry=context.log.warning)
@@ -56,7 +54,9 @@ def raw_asset(name: str, record_type: type[Record], description: str) -> dg.Asse
         metadata={"table": table_name(record_type), "endpoint": f"/api/v1/{record_type.endpoint}"},
     )
     def _asset(
-        context: dg.AssetExecutionContext, postgres: PostgresResource, journal_api: JournalApiResource
+        context: dg.AssetExecutionContext,
+        postgres: PostgresResource,
+        journal_api: JournalApiResource,
     ) -> dg.MaterializeResult:
         return ingest(context, record_type, postgres, journal_api)
 
