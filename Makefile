@@ -8,7 +8,8 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 # uv from PATH when present, else a private copy under .tools/ (installed by `make install`)
-UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+export UV
 RUN := $(UV) run --frozen
 STATE_DIR ?= .platform
 
@@ -16,9 +17,9 @@ STATE_DIR ?= .platform
 	bench-features dbt-manifest render chart-deps kind-up kind-down kind-e2e deploy images
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-.tools/bin/uv:
+$(CURDIR)/.tools/bin/uv:
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
@@ -52,3 +53,26 @@ format: install ## Apply ruff's fixes and formatting
 
 bench-ingest: install ## Ingest 1,000,000 journal entries; rows/s and the ratio to plain COPY
 	$(RUN) python -m tests.benchmarks.bench_ingest
+
+# --- Kubernetes: images, charts, kind ------------------------------------------------------
+render: install ## Render every release to build/manifests/<release>.yaml (RENDER_ENV=production for production values)
+	$(RUN) python tests/kubernetes/render_releases.py --env $(or $(RENDER_ENV),dev)
+
+chart-deps: install ## Download the official Dagster charts (dagster, dagster-user-deployments 1.13.27) where the network allows
+	$(RUN) python tests/kubernetes/chart_deps.py
+
+kind-up: ## Create the local kind cluster "data-platform" (charts/kind-cluster.yaml)
+	kind get clusters 2>/dev/null | grep -qx data-platform || kind create cluster --config charts/kind-cluster.yaml
+
+kind-down: ## Delete the local kind cluster
+	kind delete cluster --name data-platform
+
+kind-e2e: install ## End to end on a throwaway kind cluster (needs Docker, kind, skaffold, helm, kubectl)
+	$(RUN) python tests/e2e/kind_e2e.py
+
+images: ## Build the three code location images (REGISTRY=<registry> builds and pushes for production)
+	@mkdir -p build
+	skaffold build $(if $(REGISTRY),-p production --default-repo $(REGISTRY)) --file-output build/images.json
+
+deploy: install ## helm upgrade --install every release, in order, against the current kubectl context
+	$(RUN) python tests/kubernetes/deploy_releases.py $(if $(wildcard build/images.json),--images build/images.json)

@@ -23,7 +23,6 @@ from data_platform.local.journal_api.process import JournalApiProcess
 from data_platform.local.postgres import LocalPostgres
 from data_platform.local.processes import free_port
 from data_platform.resources import PostgresResource
-
 from ingestion.assets.ingestion.journal_app import journal_entries
 from ingestion.records import JournalEntry
 from ingestion.resources.journal_api import JournalApiResource
@@ -40,9 +39,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         state = Path(tmp)
-        postgres = LocalPostgres(state / "pg", free_port(), secrets.token_hex(8), state / "pg.log").start()
+        postgres = LocalPostgres(
+            state / "pg", free_port(), secrets.token_hex(8), state / "pg.log"
+        ).start()
         api = JournalApiProcess(
-            free_port(), state / "api.log", {"users": args.users, "entries": args.entries, "end": "2026-06-30"}
+            free_port(),
+            state / "api.log",
+            {"users": args.users, "entries": args.entries, "end": "2026-06-30"},
         ).start()
         try:
             run(postgres, api, args)
@@ -53,17 +56,25 @@ def main() -> None:
 
 def run(postgres: LocalPostgres, api: JournalApiProcess, args: argparse.Namespace) -> None:
     warehouse = PostgresResource(
-        host="127.0.0.1", port=postgres.port, user="platform", password=postgres.password, database="warehouse"
+        host="127.0.0.1",
+        port=postgres.port,
+        user="platform",
+        password=postgres.password,
+        database="warehouse",
     )
     client = JournalApiResource(base_url=api.url, page_size=args.page_size)
     # One untimed read renders the upstream's pages into its cache: in production the upstream
     # is another machine, and its JSON rendering must not be charged to our ingestion here.
     started = time.perf_counter()
     warm = sum(len(page) for page in client.fetch(JournalEntry))
-    print(f"upstream warm-up read        : {warm:,} rows in {time.perf_counter() - started:.2f} s (untimed)")
+    print(
+        f"upstream warm-up read        : {warm:,} rows in {time.perf_counter() - started:.2f} s (untimed)"
+    )
 
     started = time.perf_counter()
-    result = dg.materialize([journal_entries], resources={"postgres": warehouse, "journal_api": client})
+    result = dg.materialize(
+        [journal_entries], resources={"postgres": warehouse, "journal_api": client}
+    )
     run_seconds = time.perf_counter() - started
     assert result.success
     step = next(e for e in result.all_events if e.is_step_success)
@@ -82,9 +93,12 @@ def run(postgres: LocalPostgres, api: JournalApiProcess, args: argparse.Namespac
         conn.execute("CREATE TABLE copy_baseline (LIKE raw.journal_entries INCLUDING ALL)")
         data = buffer.getvalue()
         started = time.perf_counter()
-        with conn.transaction(), conn.cursor().copy(
-            f"COPY copy_baseline ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with (
+            conn.transaction(),
+            conn.cursor().copy(
+                f"COPY copy_baseline ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
+            ) as copy,
+        ):
             for offset in range(0, len(data), 1 << 20):
                 copy.write(data[offset : offset + (1 << 20)])
         copy_seconds = time.perf_counter() - started
@@ -93,10 +107,16 @@ def run(postgres: LocalPostgres, api: JournalApiProcess, args: argparse.Namespac
 
     ingest_rate = loaded / ingest_seconds
     copy_rate = copied / copy_seconds
-    print(f"journal entries ingested     : {loaded:,} rows in {ingest_seconds:.2f} s = {ingest_rate:,.0f} rows/s")
-    print(f"  (the asset's step: HTTP pages of {args.page_size:,}, validation, COPY, upsert, cursor;")
+    print(
+        f"journal entries ingested     : {loaded:,} rows in {ingest_seconds:.2f} s = {ingest_rate:,.0f} rows/s"
+    )
+    print(
+        f"  (the asset's step: HTTP pages of {args.page_size:,}, validation, COPY, upsert, cursor;"
+    )
     print(f"   the whole in-process Dagster run around it took {run_seconds:.2f} s)")
-    print(f"plain COPY of the same rows  : {copied:,} rows in {copy_seconds:.2f} s = {copy_rate:,.0f} rows/s")
+    print(
+        f"plain COPY of the same rows  : {copied:,} rows in {copy_seconds:.2f} s = {copy_rate:,.0f} rows/s"
+    )
     print(f"ratio ingest / COPY          : {ingest_rate / copy_rate:.2f}  (goal >= 0.50)")
 
 

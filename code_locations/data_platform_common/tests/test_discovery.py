@@ -77,14 +77,19 @@ def test_a_reexported_object_is_not_a_duplicate(make_location):
         }
     )
     defs = build_location_definitions("test", package)
-    assert [k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()] == ["shared"]
+    assert [k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()] == [
+        "shared"
+    ]
 
 
 @pytest.mark.parametrize(
     ("files", "what"),
     [
         (
-            {"assets/a/one.py": ASSET.format(name="twin"), "assets/b/two.py": ASSET.format(name="twin")},
+            {
+                "assets/a/one.py": ASSET.format(name="twin"),
+                "assets/b/two.py": ASSET.format(name="twin"),
+            },
             "asset key 'twin'",
         ),
         (

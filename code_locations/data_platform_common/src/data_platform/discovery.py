@@ -91,38 +91,42 @@ def discover(package_name: str) -> LocationContents:
     resource_keys = _Registry("resource")
 
     for module in _optional_modules(f"{package_name}.assets"):
+        where = module.__name__
         for _, obj in _members(module):
             if isinstance(obj, dg.AssetChecksDefinition):
-                names = [str(key) for key in obj.check_keys]
-                if all(check_keys.claim(n, module.__name__, obj) for n in names):
-                    found.asset_checks.append(obj)
+                claims = [check_keys.claim(str(key), where, obj) for key in obj.check_keys]
+                target: list[Any] = found.asset_checks
             elif isinstance(obj, dg.AssetsDefinition):
-                names = [key.to_user_string() for key in obj.keys]
-                if all(asset_keys.claim(n, module.__name__, obj) for n in names):
-                    found.assets.append(obj)
+                claims = [asset_keys.claim(key.to_user_string(), where, obj) for key in obj.keys]
+                target = found.assets
             elif isinstance(obj, dg.AssetSpec | dg.SourceAsset):
-                if asset_keys.claim(obj.key.to_user_string(), module.__name__, obj):
-                    found.assets.append(obj)
+                claims = [asset_keys.claim(obj.key.to_user_string(), where, obj)]
+                target = found.assets
+            else:
+                continue
+            if all(claims):
+                target.append(obj)
 
+    job_kinds: list[tuple[Any, list[Any]]] = [
+        (dg.JobDefinition | UnresolvedAssetJobDefinition, found.jobs),
+        (dg.ScheduleDefinition, found.schedules),
+        (dg.SensorDefinition, found.sensors),
+    ]
     for module in _optional_modules(f"{package_name}.jobs"):
         for _, obj in _members(module):
-            if isinstance(obj, dg.JobDefinition | UnresolvedAssetJobDefinition):
-                if job_names.claim(obj.name, module.__name__, obj):
-                    found.jobs.append(obj)
-            elif isinstance(obj, dg.ScheduleDefinition):
-                if job_names.claim(obj.name, module.__name__, obj):
-                    found.schedules.append(obj)
-            elif isinstance(obj, dg.SensorDefinition):
-                if job_names.claim(obj.name, module.__name__, obj):
-                    found.sensors.append(obj)
+            for kind, target in job_kinds:
+                if isinstance(obj, kind) and job_names.claim(obj.name, module.__name__, obj):
+                    target.append(obj)
 
     for module in _optional_modules(f"{package_name}.resources"):
         for name, obj in _members(module):
-            if name.startswith("_"):
-                continue
-            if isinstance(obj, dg.ConfigurableResource | dg.ResourceDefinition):
-                if resource_keys.claim(name, module.__name__, obj):
-                    found.resources[name] = obj
+            resource = isinstance(obj, dg.ConfigurableResource | dg.ResourceDefinition)
+            if (
+                resource
+                and not name.startswith("_")
+                and resource_keys.claim(name, module.__name__, obj)
+            ):
+                found.resources[name] = obj
     return found
 
 

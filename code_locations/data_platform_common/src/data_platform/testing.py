@@ -48,7 +48,9 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield container.get_connection_url()
         return
     state = tmp_path_factory.mktemp("postgres")
-    server = LocalPostgres(state / "data", free_port(), secrets.token_hex(12), state / "postgres.log")
+    server = LocalPostgres(
+        state / "data", free_port(), secrets.token_hex(12), state / "postgres.log"
+    )
     server.start()
     try:
         yield server.url("postgres")

@@ -168,8 +168,8 @@ def decode_page(
 ) -> tuple[list[Any], str | None]:
     """Validated records of one page, and the cursor of the next page."""
     try:
-        page = _decoders[record_type].decode(body)
-        return page.data, page.next_cursor
+        decoded = _decoders[record_type].decode(body)
+        return decoded.data, decoded.next_cursor
     except msgspec.ValidationError as error:
         raise _explain(error, body, record_type, endpoint, page) from error
     except msgspec.DecodeError as error:

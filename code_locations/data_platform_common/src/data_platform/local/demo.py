@@ -18,7 +18,6 @@ from typing import Any
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_graphql import DagsterGraphQLClient
-
 from data_platform.local.processes import StackError
 from data_platform.local.stack import Stack, StackConfig, interruptible
 from data_platform.locations import INGESTION, LOCATIONS, CodeLocation
@@ -49,7 +48,9 @@ def _utc(timestamp: float) -> Any:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
-def wait_for_location(instance: DagsterInstance, location: CodeLocation, since: float, timeout: float) -> float:
+def wait_for_location(
+    instance: DagsterInstance, location: CodeLocation, since: float, timeout: float
+) -> float:
     """Wait until the runs automation started in ``location`` after ``since`` have all finished."""
     deadline = time.monotonic() + timeout
     seen: set[str] = set()
@@ -59,16 +60,16 @@ def wait_for_location(instance: DagsterInstance, location: CodeLocation, since: 
             if run.run_id not in seen:
                 seen.add(run.run_id)
                 say(f"{location.name}: automation started run {run.run_id[:8]} ({run.job_name})")
-        failed = [r for r in runs if r.status in {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}]
+        failed = [
+            r for r in runs if r.status in {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+        ]
         if failed:
             raise StackError(
                 f"run {failed[0].run_id} in {location.name} ended {failed[0].status.value}; "
                 f"see it in the UI (make dev) or the logs under {instance.root_directory}"
             )
         if runs and all(r.status in FINISHED for r in runs):
-            finished = max(
-                (instance.get_run_record_by_id(r.run_id).end_time or time.time()) for r in runs  # type: ignore[union-attr]
-            )
+            finished = max(_end_time(instance, r.run_id) for r in runs)
             say(f"{location.name}: {len(runs)} run(s) succeeded")
             return finished
         time.sleep(1)
@@ -79,7 +80,7 @@ def wait_for_location(instance: DagsterInstance, location: CodeLocation, since: 
 
 
 def locations_with_assets(client: DagsterGraphQLClient) -> set[str]:
-    result = client._execute(ASSET_NODES)  # noqa: SLF001 - the client has no public query method
+    result = client._execute(ASSET_NODES)
     return {node["repository"]["location"]["name"] for node in result["assetNodes"]}
 
 
@@ -111,9 +112,13 @@ def run_demo(config: StackConfig, timeout: float = 600) -> int:
             ]
             launched_at = time.time()
             run_id = client.submit_job_execution(
-                LAUNCHED_JOB, repository_location_name=INGESTION.name, repository_name="__repository__"
+                LAUNCHED_JOB,
+                repository_location_name=INGESTION.name,
+                repository_name="__repository__",
             )
-            say(f"ingestion: launched {LAUNCHED_JOB} as run {run_id[:8]} (only this run is launched by hand)")
+            say(
+                f"ingestion: launched {LAUNCHED_JOB} as run {run_id[:8]} (only this run is launched by hand)"
+            )
             since = _wait_for_run(instance, run_id, timeout)
             say(f"ingestion: run {run_id[:8]} succeeded in {since - launched_at:.1f} s")
             for location in downstream:
@@ -140,9 +145,15 @@ def _wait_for_run(instance: DagsterInstance, run_id: str, timeout: float) -> flo
             status = run.status
             say(f"ingestion: run {run_id[:8]} {status.value}")
         if run is not None and run.status == DagsterRunStatus.SUCCESS:
-            record = instance.get_run_record_by_id(run_id)
-            return (record.end_time if record and record.end_time else time.time())
+            return _end_time(instance, run_id)
         if run is not None and run.status in FINISHED:
-            raise StackError(f"ingestion run {run_id} ended {run.status.value}; see `make dev` UI or {instance.root_directory}")
+            raise StackError(
+                f"ingestion run {run_id} ended {run.status.value}; see `make dev` UI or {instance.root_directory}"
+            )
         time.sleep(0.5)
     raise StackError(f"ingestion run {run_id} did not finish within {timeout:.0f} s")
+
+
+def _end_time(instance: DagsterInstance, run_id: str) -> float:
+    record = instance.get_run_record_by_id(run_id)
+    return record.end_time if record is not None and record.end_time else time.time()

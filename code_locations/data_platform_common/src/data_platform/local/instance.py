@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from data_platform.locations import CodeLocation
 from data_platform.settings import POSTGRES_PASSWORD
 
 
-def instance_config(postgres_port: int, postgres_user: str, database: str = "dagster") -> dict[str, Any]:
+def instance_config(
+    postgres_port: int, postgres_user: str, database: str = "dagster"
+) -> dict[str, Any]:
     return {
         "storage": {
             "postgres": {

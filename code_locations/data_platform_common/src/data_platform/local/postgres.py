@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-
 from data_platform.local.processes import ManagedProcess, StackError, wait_until
 
 DATABASES = ("warehouse", "dagster", "feast_registry")
@@ -94,8 +93,10 @@ class LocalPostgres:
             "initdb",
             [
                 str(bin_dir / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", SUPERUSER,
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
                 "--auth=scram-sha-256",
                 f"--pwfile={pwfile}",
                 "--encoding=UTF8",
@@ -123,14 +124,22 @@ class LocalPostgres:
             "postgres",
             [
                 str(bin_dir / "postgres"),
-                "-D", str(self.data_dir),
-                "-p", str(self.port),
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "unix_socket_directories=",
-                "-c", "max_connections=200",
-                "-c", "shared_buffers=256MB",
-                "-c", "max_wal_size=4GB",
-                "-c", "synchronous_commit=off",
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "max_wal_size=4GB",
+                "-c",
+                "synchronous_commit=off",
             ],
             log_path=self.log_path,
             user=user,

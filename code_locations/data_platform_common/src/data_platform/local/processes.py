@@ -100,11 +100,13 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        identity: dict[str, object] = {}
+        uid: int | None = None
+        gid: int | None = None
+        groups: list[int] | None = None
         if self.user is not None:
             # drop root's groups too: a gid of 0 would apply root's group bits, not "others"
             entry = pwd.getpwnam(self.user)
-            identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+            uid, gid, groups = entry.pw_uid, entry.pw_gid, []
         try:
             self._popen = subprocess.Popen(
                 list(self.argv),
@@ -114,7 +116,9 @@ class ManagedProcess:
                 env=dict(self.env) if self.env is not None else None,
                 cwd=self.cwd,
                 start_new_session=True,
-                **identity,  # type: ignore[arg-type]
+                user=uid,
+                group=gid,
+                extra_groups=groups,
             )
         except FileNotFoundError as error:
             raise StackError(

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-
 from data_platform.local.processes import ManagedProcess, StackError, wait_until
 
 

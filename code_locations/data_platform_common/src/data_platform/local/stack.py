@@ -25,7 +25,6 @@ from types import FrameType
 from typing import Any
 
 import httpx
-
 from data_platform import settings
 from data_platform.local.instance import write_instance, write_workspace
 from data_platform.local.journal_api.process import JournalApiProcess
@@ -95,7 +94,10 @@ class StackConfig:
             (self.postgres_port, "Postgres", "PLATFORM_POSTGRES_PORT"),
             (self.redis_port, "Redis", "PLATFORM_REDIS_PORT"),
             (self.journal_api_port, "the journal API (dev upstream)", "PLATFORM_JOURNAL_API_PORT"),
-            *[(loc.port, f"the {loc.name} code server", "(locations.py)") for loc in self.locations],
+            *[
+                (loc.port, f"the {loc.name} code server", "(locations.py)")
+                for loc in self.locations
+            ],
             (self.webserver_port, "the Dagster webserver", "PLATFORM_WEBSERVER_PORT"),
             (self.feature_server_port, "the Feast feature server", "PLATFORM_FEATURE_SERVER_PORT"),
         ]
@@ -104,9 +106,7 @@ class StackConfig:
 def _stored_secrets(path: Path) -> dict[str, str]:
     """Passwords generated on first start and kept in the state dir (never in git)."""
     if path.exists():
-        return dict(
-            line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
-        )
+        return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     values = {
         settings.POSTGRES_PASSWORD: secrets.token_hex(16),
         settings.REDIS_PASSWORD: secrets.token_hex(16),
@@ -176,7 +176,11 @@ class Stack:
     def _record_pids(self) -> None:
         groups = [p.pid for p in self.processes]
         for server in (self.postgres, self.redis, self.journal_api):
-            if server is not None and server.process is not None and server.process.pid not in groups:
+            if (
+                server is not None
+                and server.process is not None
+                and server.process.pid not in groups
+            ):
                 groups.append(server.process.pid)
         (self.config.state_dir / "process-groups.json").write_text(json.dumps(groups))
 
@@ -192,18 +196,28 @@ class Stack:
         started = time.monotonic()
         self.say(f"state in {c.state_dir}, logs in {c.logs}")
         self.postgres = LocalPostgres(
-            c.state_dir / "postgres", c.postgres_port, passwords[settings.POSTGRES_PASSWORD], c.logs / "postgres.log"
+            c.state_dir / "postgres",
+            c.postgres_port,
+            passwords[settings.POSTGRES_PASSWORD],
+            c.logs / "postgres.log",
         ).start()
-        self.say(f"Postgres on 127.0.0.1:{c.postgres_port} (databases warehouse, dagster, feast_registry)")
+        self.say(
+            f"Postgres on 127.0.0.1:{c.postgres_port} (databases warehouse, dagster, feast_registry)"
+        )
         self.redis = LocalRedis(
-            c.state_dir / "redis", c.redis_port, passwords[settings.REDIS_PASSWORD], c.logs / "redis.log"
+            c.state_dir / "redis",
+            c.redis_port,
+            passwords[settings.REDIS_PASSWORD],
+            c.logs / "redis.log",
         ).start()
         self.say(f"Redis on 127.0.0.1:{c.redis_port} (append-only persistence)")
         self.journal_api = JournalApiProcess(
             c.journal_api_port, c.logs / "journal-api.log", {"users": c.users, "entries": c.entries}
         ).start()
         self._record_pids()
-        self.say(f"journal API (dev upstream) on {self.journal_api.url} ({c.users} users, {c.entries} entries)")
+        self.say(
+            f"journal API (dev upstream) on {self.journal_api.url} ({c.users} users, {c.entries} entries)"
+        )
 
         write_instance(c.dagster_home, c.postgres_port, SUPERUSER)
         write_workspace(c.workspace, c.locations)
@@ -212,14 +226,24 @@ class Stack:
             for loc in c.locations
         ]
         for loc, process in servers:
-            wait_until(lambda loc=loc: _location_loaded(loc), f"code server {loc.name}", 300, process)
+            wait_until(
+                lambda loc=loc: _location_loaded(loc), f"code server {loc.name}", 300, process
+            )
             self.say(f"code location {loc.name} serving on 127.0.0.1:{loc.port}")
         # the daemon starts only once every location answers, so no run meets a missing location
         self._spawn("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", str(c.workspace)])
         if webserver:
             ui = self._spawn(
                 "dagster-webserver",
-                [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(c.webserver_port), "-w", str(c.workspace)],
+                [
+                    _bin("dagster-webserver"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(c.webserver_port),
+                    "-w",
+                    str(c.workspace),
+                ],
             )
             wait_until(lambda: _http_ok(f"{self.ui_url}/server_info"), "dagster-webserver", 180, ui)
             self.say(f"Dagster UI on {self.ui_url}")
@@ -362,7 +386,9 @@ def run_dev(config: StackConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["dev", "demo", "stop"])
     parser.add_argument("--state-dir", type=Path, default=Path(".platform"))
     parser.add_argument("--users", type=int, default=StackConfig.users)

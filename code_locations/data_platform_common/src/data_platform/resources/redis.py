@@ -28,7 +28,9 @@ class RedisResource(dg.ConfigurableResource):
         try:
             return bool(self.client().ping())
         except redis.RedisError as error:
-            raise ConnectionError(f"cannot reach Redis at {self.host}:{self.port}: {error}") from error
+            raise ConnectionError(
+                f"cannot reach Redis at {self.host}:{self.port}: {error}"
+            ) from error
 
     def feast_connection_string(self) -> str:
         """Feast's Redis syntax: ``host:port,password=...,db=N`` (not a redis:// URL)."""

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from data_platform.local.processes import ManagedProcess, wait_until
 
 

@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import msgspec
-
 from data_platform.local.journal_api.synthetic import Columns, JournalData
 
 API_PREFIX = "/api/v1/"
@@ -166,7 +165,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: JournalApiServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
 
@@ -184,7 +183,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return msgspec.json.decode(self.rfile.read(length)) if length else {}
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         api = self.server.api
         url = urlparse(self.path)
         if url.path == "/health":
@@ -206,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(400, {"error": str(error)})
         return self._json(404, {"error": f"no endpoint {url.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:
         api = self.server.api
         path = urlparse(self.path).path
         try:
@@ -231,13 +230,17 @@ class JournalApiServer(ThreadingHTTPServer):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=18000)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--entries", type=int, default=50_000)
     parser.add_argument("--days", type=int, default=90, help="entries spread over this many days")
-    parser.add_argument("--end", type=date.fromisoformat, help="last day of data (default: today, UTC)")
+    parser.add_argument(
+        "--end", type=date.fromisoformat, help="last day of data (default: today, UTC)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--verbose", action="store_true")
     for f in fields(Faults):
@@ -248,12 +251,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    data_options = {"users": args.users, "entries": args.entries, "days": args.days, "seed": args.seed}
+    data_options = {
+        "users": args.users,
+        "entries": args.entries,
+        "days": args.days,
+        "seed": args.seed,
+    }
     if args.end:
         data_options["end"] = args.end
     faults = Faults(**{f.name: getattr(args, f.name) for f in fields(Faults)})
-    server = JournalApiServer((args.host, args.port), JournalApi(JournalData(**data_options), faults), args.verbose)
-    print(f"journal API on http://{args.host}:{args.port}{API_PREFIX} ({args.users} users, {args.entries} entries)", flush=True)
+    server = JournalApiServer(
+        (args.host, args.port), JournalApi(JournalData(**data_options), faults), args.verbose
+    )
+    print(
+        f"journal API on http://{args.host}:{args.port}{API_PREFIX} ({args.users} users, {args.entries} entries)",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -45,7 +45,9 @@ def _mix(ids: np.ndarray, salt: int) -> np.ndarray:
 
 
 def _iso(micros: np.ndarray) -> list[str]:
-    return np.datetime_as_string(micros.astype("datetime64[us]"), unit="us", timezone="UTC").tolist()
+    return np.datetime_as_string(
+        micros.astype("datetime64[us]"), unit="us", timezone="UTC"
+    ).tolist()
 
 
 Columns = dict[str, list[Any]]
@@ -105,7 +107,9 @@ class Table:
         rows: list[dict[str, Any]] = []
         if len(base_ids):
             cols = self.base_columns(base_ids)
-            rows = [dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)]
+            rows = [
+                dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)
+            ]
         position = bisect.bisect_right(self.log_stamps, after)
         while len(rows) < limit and position < len(self.log_rows):
             row = self.log_rows[position]
@@ -216,7 +220,9 @@ class JournalData:
         self._clock_us += _US
         return self._clock_us
 
-    def advance(self, new_entries: int = 0, changed_entries: int = 0, new_users: int = 0) -> dict[str, int]:
+    def advance(
+        self, new_entries: int = 0, changed_entries: int = 0, new_users: int = 0
+    ) -> dict[str, int]:
         """Append new users and entries and change some existing entries, after every base row."""
         users, entries = self.tables["users"], self.tables["journal_entries"]
         for _ in range(new_users):
