@@ -1,0 +1,899 @@
+"""The platform's Helm releases, rendered offline: one place that knows every release, its chart
+and its values, shared by `make render`, `make chart-deps`, `make deploy`, the kind end-to-end
+run and the tests in this folder.
+
+Rendering uses the real Helm engine: the `helm` binary when it is on PATH, else helm-python-sdk
+(Helm's Go SDK in a wheel). The official Dagster charts are used when `make chart-deps` has put
+them under charts/dagster-system/charts/; their values schemas `$ref` Kubernetes definitions on
+the network, so a copy with those references dropped is rendered instead (offline, Helm would
+fail to load them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "data-platform"
+KUBERNETES_VERSIONS = ("1.29", "1.33")
+
+DAGSTER_CHART_VERSION = "1.13.27"
+DAGSTER_HELM_REPO = "https://dagster-io.github.io/helm"
+SYSTEM_CHART = "dagster"
+LOCATION_CHART = "dagster-user-deployments"
+OFFICIAL_CHARTS = (SYSTEM_CHART, LOCATION_CHART)
+
+STORES_CHART_DIR = REPO_ROOT / "charts" / "data-platform-stores"
+SYSTEM_VALUES_DIR = REPO_ROOT / "charts" / "dagster-system"
+VENDOR_DIR = SYSTEM_VALUES_DIR / "charts"  # git-ignored: `make chart-deps` fills it
+STORES_RELEASE = "stores"
+SYSTEM_RELEASE = "dagster"
+ENVIRONMENTS = ("dev", "production")
+
+# The keys every platform Secret must hold (the stores chart generates them for development;
+# in production whoever owns secrets creates them under the names in values-production.yaml).
+SECRET_KEYS: dict[str, tuple[str, ...]] = {
+    "credentials": ("POSTGRES_PASSWORD", "REDIS_PASSWORD"),
+    "dagsterPostgres": ("postgresql-password",),
+    "postgresAdmin": ("postgres-password",),
+    "exportS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+}
+
+Manifest = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+
+
+def load_yaml(path: Path) -> Any:
+    with path.open() as handle:
+        return yaml.safe_load(handle)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's coalescing of values files: maps merge, everything else (lists too) is replaced."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def merge_values_files(paths: Iterable[Path]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged = deep_merge(merged, load_yaml(path) or {})
+    return merged
+
+
+def location_values_path(package: str) -> Path:
+    """A team's release values live next to its code."""
+    return REPO_ROOT / "code_locations" / package / "deploy" / "values.yaml"
+
+
+def locations() -> tuple[Any, ...]:
+    """The registry (data_platform.locations): every consumer of the location list reads it."""
+    from data_platform.locations import LOCATIONS
+
+    return LOCATIONS
+
+
+# --------------------------------------------------------------------------------------------
+# Releases
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    chart: str  # "data-platform-stores" or one of OFFICIAL_CHARTS
+    values_files: tuple[Path, ...]
+    set_values: Mapping[str, Any] = field(default_factory=dict)
+    namespace: str = NAMESPACE
+
+    @property
+    def official(self) -> bool:
+        return self.chart in OFFICIAL_CHARTS
+
+    def values(self) -> dict[str, Any]:
+        return deep_merge(merge_values_files(self.values_files), self.set_values)
+
+
+def image_overrides(images: Mapping[str, str] | None, repository: str) -> dict[str, str]:
+    """`images` maps an image repository (data-platform/ingestion) to the reference it was built
+    as (registry/data-platform/ingestion:tag); returns {repository, tag} for the values."""
+    if not images or repository not in images:
+        return {}
+    reference = images[repository].partition("@")[0]  # the tag is immutable; drop the digest
+    slash = reference.rfind("/")
+    colon = reference.rfind(":")
+    if colon > slash:
+        return {"repository": reference[:colon], "tag": reference[colon + 1 :]}
+    return {"repository": reference}
+
+
+def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[Release]:
+    """Every release in deployment order: our stores chart, the Dagster system release, then one
+    dagster-user-deployments release per code location."""
+    if env not in ENVIRONMENTS:
+        raise ValueError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
+    stores_set: dict[str, Any] = {}
+    feature_image = image_overrides(images, "data-platform/feature-store")
+    ingestion_image = image_overrides(images, "data-platform/ingestion")
+    if feature_image:
+        stores_set["featureServer"] = {"image": feature_image}
+    if ingestion_image:
+        stores_set["journalApi"] = {"image": ingestion_image}
+    system_files = [SYSTEM_VALUES_DIR / "values.yaml"]
+    if env == "dev":
+        system_files.append(SYSTEM_VALUES_DIR / "values-dev.yaml")
+    result = [
+        Release(
+            STORES_RELEASE,
+            "data-platform-stores",
+            (STORES_CHART_DIR / f"values-{env}.yaml",),
+            stores_set,
+        ),
+        Release(SYSTEM_RELEASE, SYSTEM_CHART, tuple(system_files)),
+    ]
+    for location in locations():
+        path = location_values_path(location.package)
+        set_values: dict[str, Any] = {}
+        override = image_overrides(images, location.image)
+        if override:
+            deployments = copy.deepcopy(load_yaml(path)["deployments"])
+            deployments[0]["image"].update(override)
+            set_values["deployments"] = deployments
+        result.append(Release(location.deployment, LOCATION_CHART, (path,), set_values))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Charts
+
+
+def official_chart_archive(chart: str) -> Path | None:
+    archive = VENDOR_DIR / f"{chart}-{DAGSTER_CHART_VERSION}.tgz"
+    return archive if archive.is_file() else None
+
+
+def drop_remote_refs(schema: Any) -> Any:
+    """Drop every `$ref` that points off the document (keep its sibling keywords): offline, the
+    Kubernetes sub-shapes go unchecked but the chart's own shapes are still enforced."""
+    if isinstance(schema, dict):
+        return {
+            key: drop_remote_refs(value)
+            for key, value in schema.items()
+            if not (key == "$ref" and isinstance(value, str) and not value.startswith("#"))
+        }
+    if isinstance(schema, list):
+        return [drop_remote_refs(item) for item in schema]
+    return schema
+
+
+def _offline_cache_dir() -> Path:
+    base = Path(os.environ.get("DATA_PLATFORM_CHART_CACHE", tempfile.gettempdir()))
+    return base / f"data-platform-offline-charts-{os.getuid()}"
+
+
+def offline_chart_dir(chart: str) -> Path | None:
+    """The official chart unpacked with its values schemas made offline, or None when absent."""
+    archive = official_chart_archive(chart)
+    if archive is None:
+        return None
+    stamp = f"{archive.stat().st_size}-{int(archive.stat().st_mtime)}"
+    target = _offline_cache_dir() / f"{chart}-{DAGSTER_CHART_VERSION}-{stamp}"
+    chart_dir = target / chart
+    if not chart_dir.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=f"{chart}-", dir=_offline_cache_dir().parent))
+        with tarfile.open(archive) as bundle:
+            bundle.extractall(staging, filter="data")
+        for schema_path in staging.rglob("values.schema.json"):
+            schema = json.loads(schema_path.read_text())
+            schema_path.write_text(json.dumps(drop_remote_refs(schema), indent=1))
+        target.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # another process may have won the race
+            (staging / chart).rename(chart_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+    return chart_dir
+
+
+def chart_dir_for(release: Release) -> Path | None:
+    if release.official:
+        return offline_chart_dir(release.chart)
+    return STORES_CHART_DIR
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+class ChartMissing(RuntimeError):
+    """The official chart is not here (`make chart-deps` fetches it where the network allows)."""
+
+
+def helm_binary() -> str | None:
+    return shutil.which("helm")
+
+
+def engine_name() -> str:
+    return "helm CLI" if helm_binary() else "helm-python-sdk"
+
+
+def _render_with_cli(
+    helm: str, chart_dir: Path, release: Release, values: Mapping[str, Any]
+) -> str:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(dict(values), handle)
+        values_path = handle.name
+    try:
+        completed = subprocess.run(
+            [
+                helm,
+                "template",
+                release.name,
+                str(chart_dir),
+                "--namespace",
+                release.namespace,
+                "--values",
+                values_path,
+                "--kube-version",
+                f"v{KUBERNETES_VERSIONS[-1]}.0",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        os.unlink(values_path)
+    if completed.returncode != 0:
+        raise RuntimeError(f"helm template {release.name} failed:\n{completed.stderr}")
+    return completed.stdout
+
+
+def _render_with_sdk(chart_dir: Path, release: Release, values: Mapping[str, Any]) -> str:
+    import helm_python
+
+    with helm_python.Chart.load(chart_dir) as chart:
+        rendered = chart.render(
+            dict(values), name=release.name, namespace=release.namespace, is_install=True
+        )
+    documents = [
+        f"---\n# Source: {path}\n{text}"
+        for path, text in sorted(rendered.items())
+        if not path.endswith("NOTES.txt") and text.strip()
+    ]
+    return "\n".join(documents)
+
+
+def render_text(release: Release, extra_values: Mapping[str, Any] | None = None) -> str:
+    """The release as `helm template` prints it."""
+    chart_dir = chart_dir_for(release)
+    if chart_dir is None:
+        raise ChartMissing(
+            f"chart {release.chart}-{DAGSTER_CHART_VERSION}.tgz is not in {VENDOR_DIR}; "
+            "run `make chart-deps` where https://dagster-io.github.io/helm is reachable"
+        )
+    values = deep_merge(release.values(), extra_values or {})
+    helm = helm_binary()
+    if helm:
+        return _render_with_cli(helm, chart_dir, release, values)
+    return _render_with_sdk(chart_dir, release, values)
+
+
+def parse_manifests(text: str) -> list[Manifest]:
+    return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict) and doc]
+
+
+CLUSTER_SCOPED_KINDS = {
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "PriorityClass",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+}
+
+
+def is_test_hook(obj: Mapping[str, Any]) -> bool:
+    hooks = str(((obj.get("metadata") or {}).get("annotations") or {}).get("helm.sh/hook", ""))
+    return "test" in [hook.strip() for hook in hooks.split(",")]
+
+
+def render(release: Release, extra_values: Mapping[str, Any] | None = None) -> list[Manifest]:
+    """The objects `helm upgrade --install -n <namespace>` would create. Namespaced objects get
+    the release namespace (Helm adds it at install time); the official charts' own `helm test`
+    pods are left out: we never run them (our chart's test hook stays)."""
+    objects = []
+    for obj in parse_manifests(render_text(release, extra_values)):
+        if release.official and is_test_hook(obj):
+            continue
+        if obj.get("kind") not in CLUSTER_SCOPED_KINDS:
+            obj.setdefault("metadata", {}).setdefault("namespace", release.namespace)
+        objects.append(obj)
+    return objects
+
+
+def dump_manifests(objects: Iterable[Manifest]) -> str:
+    return "".join(f"---\n{yaml.safe_dump(obj, sort_keys=False)}" for obj in objects)
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes schema validation
+
+
+def schema_errors(objects: Iterable[Manifest], version: str) -> list[str]:
+    """Strict kubernetes-validate over every object; one line per invalid object."""
+    import kubernetes_validate
+
+    errors = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            location = "/".join(str(part) for part in error.absolute_path)
+            errors.append(
+                f"{describe(obj)} (Kubernetes {version}) at {location or '/'}: {error.message}"
+            )
+        except (
+            kubernetes_validate.SchemaNotFoundError,
+            kubernetes_validate.InvalidSchemaError,
+        ) as error:
+            errors.append(f"{describe(obj)} (Kubernetes {version}): {error}")
+    return errors
+
+
+def describe(obj: Mapping[str, Any]) -> str:
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+# --------------------------------------------------------------------------------------------
+# Walking pod specs
+
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+LONG_RUNNING_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.IGNORECASE)
+
+
+def pod_template(obj: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(pod metadata, pod spec) of a workload, or None for other kinds."""
+    kind = obj.get("kind")
+    spec = obj.get("spec") or {}
+    if kind == "Pod":
+        return obj.get("metadata") or {}, spec
+    if kind == "CronJob":
+        template = spec["jobTemplate"]["spec"]["template"]
+        return template.get("metadata") or {}, template["spec"]
+    if kind in WORKLOAD_KINDS:
+        template = spec["template"]
+        return template.get("metadata") or {}, template["spec"]
+    return None
+
+
+def containers(pod_spec: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for section in ("initContainers", "containers"):
+        for container in pod_spec.get(section) or []:
+            yield section, container
+
+
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference ("@<digest>" when pinned by digest only; None for neither)."""
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2]
+    if tag:
+        return tag
+    return f"@{digest}" if digest else None
+
+
+def _effective(
+    pod_security: Mapping[str, Any], container_security: Mapping[str, Any], key: str
+) -> Any:
+    if key in container_security:
+        return container_security[key]
+    return pod_security.get(key)
+
+
+def workload_violations(obj: Mapping[str, Any], *, read_only_root: bool = True) -> list[str]:
+    """Probes, requests and limits, non-root, no :latest, no secret values inline."""
+    template = pod_template(obj)
+    if template is None:
+        return []
+    _, pod_spec = template
+    name = describe(obj)
+    problems = []
+    pod_security = pod_spec.get("securityContext") or {}
+    for section, container in containers(pod_spec):
+        where = f"{name} {section[:-1]} {container.get('name')}"
+        image = str(container.get("image", ""))
+        tag = image_tag(image)
+        if not tag:
+            problems.append(f"{where}: image {image!r} has no tag or digest")
+        elif tag == "latest":
+            problems.append(f"{where}: image {image!r} uses :latest")
+        resources = container.get("resources") or {}
+        for kind in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                if resource not in (resources.get(kind) or {}):
+                    problems.append(
+                        f"{where}: no {resource} {kind[:-1] if kind == 'limits' else 'request'}"
+                    )
+        security = container.get("securityContext") or {}
+        if _effective(pod_security, security, "runAsNonRoot") is not True:
+            problems.append(f"{where}: runAsNonRoot is not true")
+        if _effective(pod_security, security, "runAsUser") == 0:
+            problems.append(f"{where}: runs as uid 0")
+        if security.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation is not false")
+        if security.get("privileged"):
+            problems.append(f"{where}: privileged")
+        if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):
+            problems.append(f"{where}: capabilities do not drop ALL")
+        seccomp = _effective(pod_security, security, "seccompProfile") or {}
+        if seccomp.get("type") != "RuntimeDefault":
+            problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+        if read_only_root and security.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: root filesystem is writable")
+        if section == "containers" and obj.get("kind") in LONG_RUNNING_KINDS:
+            for probe in ("readinessProbe", "livenessProbe"):
+                if not container.get(probe):
+                    problems.append(f"{where}: no {probe}")
+        for env in container.get("env") or []:
+            variable = str(env.get("name", ""))
+            if (
+                SECRET_NAME.search(variable)
+                and not variable.endswith(("_FILE", "_PATH"))
+                and "value" in env
+            ):
+                problems.append(
+                    f"{where}: secret-looking variable {env['name']} has an inline value"
+                )
+    return problems
+
+
+def policy_violations(
+    objects: Iterable[Manifest], *, allow_generated_secrets: bool, read_only_root: bool = True
+) -> list[str]:
+    """Every policy the platform holds its rendered objects to (see workload_violations)."""
+    problems: list[str] = []
+    for obj in objects:
+        kind = obj.get("kind")
+        problems.extend(workload_violations(obj, read_only_root=read_only_root))
+        if (
+            kind == "Secret"
+            and (obj.get("data") or obj.get("stringData"))
+            and not allow_generated_secrets
+        ):
+            problems.append(
+                f"{describe(obj)}: Secret with inline values (production uses existingSecret)"
+            )
+        if kind == "Secret" and obj.get("stringData"):
+            problems.append(f"{describe(obj)}: stringData keeps a readable value in the manifest")
+        if kind == "ConfigMap":
+            for key in obj.get("data") or {}:
+                if SECRET_NAME.search(key) and not key.endswith((".yaml", ".yml", ".sh", ".conf")):
+                    problems.append(f"{describe(obj)}: secret-looking key {key} in a ConfigMap")
+        if kind == "Service" and (obj.get("spec") or {}).get("type", "ClusterIP") != "ClusterIP":
+            problems.append(
+                f"{describe(obj)}: Service type {obj['spec']['type']} is reachable from outside"
+            )
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Network reachability
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and matchExpressions)."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = (
+            expression["key"],
+            expression["operator"],
+            expression.get("values") or [],
+        )
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and labels.get(key) in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def pods(objects: Iterable[Manifest]) -> list[tuple[str, dict[str, str]]]:
+    """(workload description, pod labels) for every pod template."""
+    found = []
+    for obj in objects:
+        template = pod_template(obj)
+        if template is not None:
+            labels = dict(template[0].get("labels") or {})
+            if obj.get("kind") == "Job":
+                labels.setdefault("batch.kubernetes.io/job-name", obj["metadata"]["name"])
+            found.append((describe(obj), labels))
+    return found
+
+
+def ingress_peers(
+    objects: Iterable[Manifest], target_labels: Mapping[str, str]
+) -> list[dict[str, Any]] | None:
+    """The `from` peers admitted to pods with `target_labels`, or None when no policy isolates
+    them (then everything may connect)."""
+    peers: list[dict[str, Any]] = []
+    isolated = False
+    for obj in objects:
+        if obj.get("kind") != "NetworkPolicy":
+            continue
+        spec = obj.get("spec") or {}
+        if "Ingress" not in (spec.get("policyTypes") or ["Ingress"]):
+            continue
+        if not selector_matches(spec.get("podSelector") or {}, target_labels):
+            continue
+        isolated = True
+        for rule in spec.get("ingress") or []:
+            peers.extend(rule.get("from") or [{"anywhere": True}])
+    return peers if isolated else None
+
+
+def admitted(peers: list[dict[str, Any]] | None, client_labels: Mapping[str, str]) -> bool:
+    """Whether a pod of the same namespace with `client_labels` may connect."""
+    if peers is None:
+        return True
+    for peer in peers:
+        if "anywhere" in peer or "ipBlock" in peer:
+            return True
+        if "namespaceSelector" in peer and "podSelector" not in peer:
+            return True
+        if selector_matches(peer.get("podSelector") or {}, client_labels):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# The run Job a location launches
+
+
+def launcher_config_from_values(
+    system_values: Mapping[str, Any], release: str = SYSTEM_RELEASE
+) -> dict[str, Any]:
+    """K8sRunLauncher config as the dagster chart writes it into dagster.yaml (its
+    dagsterYaml.runLauncher.k8s template), from our system values."""
+    launcher = system_values["runLauncher"]["config"]["k8sRunLauncher"]
+    config: dict[str, Any] = {
+        "load_incluster_config": launcher["loadInclusterConfig"],
+        "job_namespace": launcher.get("jobNamespace") or NAMESPACE,
+        "image_pull_policy": launcher["imagePullPolicy"],
+        "service_account_name": (system_values.get("global") or {}).get("serviceAccountName")
+        or release,
+        "dagster_home": system_values["global"]["dagsterHome"],
+        "instance_config_map": f"{release}-instance",
+        "postgres_password_secret": system_values["global"]["postgresqlSecretName"],
+    }
+    renames = {
+        "envConfigMaps": "env_config_maps",
+        "envSecrets": "env_secrets",
+        "envVars": "env_vars",
+        "volumeMounts": "volume_mounts",
+        "volumes": "volumes",
+        "labels": "labels",
+        "resources": "resources",
+        "failPodOnRunFailure": "fail_pod_on_run_failure",
+        "schedulerName": "scheduler_name",
+        "securityContext": "security_context",
+    }
+    for key, target in renames.items():
+        value = launcher.get(key)
+        if not value:
+            continue
+        if key in ("envConfigMaps", "envSecrets"):
+            value = [item["name"] for item in value if "name" in item]
+        config[target] = value
+    run_k8s = launcher.get("runK8sConfig") or {}
+    sections = {
+        "containerConfig": "container_config",
+        "podSpecConfig": "pod_spec_config",
+        "podTemplateSpecMetadata": "pod_template_spec_metadata",
+        "jobSpecConfig": "job_spec_config",
+        "jobMetadata": "job_metadata",
+    }
+    if run_k8s:
+        config["run_k8s_config"] = {
+            sections[key]: value for key, value in run_k8s.items() if value and key in sections
+        }
+    return config
+
+
+def container_context_from_values(
+    deployment: Mapping[str, Any], release: str, namespace: str = NAMESPACE
+) -> dict[str, Any]:
+    """The container context the dagster-user-deployments chart hands a code server (its
+    dagsterUserDeployments.k8sContainerContext helper) when includeConfigInLaunchedRuns is on."""
+    fullname = release if LOCATION_CHART in release else f"{release}-{LOCATION_CHART}"
+    k8s: dict[str, Any] = {
+        "image_pull_policy": deployment["image"]["pullPolicy"],
+        "env_config_maps": [f"{fullname}-{deployment['name']}-user-env"]
+        + [item["name"] for item in deployment.get("envConfigMaps") or [] if "name" in item],
+        "namespace": namespace,
+        "service_account_name": f"{fullname}-user-deployments",
+        "run_k8s_config": {"pod_spec_config": {"automount_service_account_token": True}},
+    }
+    if deployment.get("envSecrets"):
+        k8s["env_secrets"] = [item["name"] for item in deployment["envSecrets"] if "name" in item]
+    for key, target in (
+        ("volumeMounts", "volume_mounts"),
+        ("volumes", "volumes"),
+        ("labels", "labels"),
+        ("resources", "resources"),
+        ("schedulerName", "scheduler_name"),
+    ):
+        if deployment.get(key):
+            k8s[target] = deployment[key]
+    if isinstance(deployment.get("env"), list) and deployment["env"]:
+        k8s["env"] = deployment["env"]
+    return {"k8s": k8s}
+
+
+def instance_launcher_config(system_objects: Iterable[Manifest]) -> dict[str, Any]:
+    """The run launcher config out of the rendered instance ConfigMap (official chart present)."""
+    for obj in system_objects:
+        if obj.get("kind") == "ConfigMap" and obj["metadata"]["name"].endswith("-instance"):
+            instance = yaml.safe_load(obj["data"]["dagster.yaml"])
+            return dict(instance["run_launcher"]["config"])
+    raise LookupError("no <release>-instance ConfigMap in the rendered system release")
+
+
+def rendered_container_context(location_objects: Iterable[Manifest]) -> dict[str, Any]:
+    """DAGSTER_CONTAINER_CONTEXT of the rendered code server Deployment (official chart present)."""
+    for obj in location_objects:
+        if obj.get("kind") != "Deployment":
+            continue
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env") or []:
+                if env["name"] in (
+                    "DAGSTER_CONTAINER_CONTEXT",
+                    "DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT",
+                ):
+                    return dict(json.loads(env["value"]))
+    raise LookupError("no code server Deployment with a container context in the rendered release")
+
+
+def validate_run_k8s_config(run_k8s_config: Mapping[str, Any]) -> None:
+    """Dagster's own parser for run_k8s_config: unknown keys (typos) raise, as they would when the
+    daemon launches the run. The chart's values schema lets them through."""
+    from dagster_k8s.job import UserDefinedDagsterK8sConfig
+
+    allowed = {
+        "container_config",
+        "pod_spec_config",
+        "pod_template_spec_metadata",
+        "job_config",
+        "job_metadata",
+        "job_spec_config",
+        "merge_behavior",
+    }
+    unknown = set(run_k8s_config) - allowed
+    if unknown:
+        raise ValueError(
+            f"run_k8s_config has unknown sections {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
+    UserDefinedDagsterK8sConfig.from_dict(dict(run_k8s_config))
+
+
+def build_run_job(
+    launcher_config: Mapping[str, Any],
+    container_context: Mapping[str, Any],
+    image: str,
+    location_name: str,
+    job_name: str = "ingest",
+) -> Manifest:
+    """The Kubernetes Job the K8sRunLauncher would create for a run of this location, built with
+    dagster-k8s's own functions (K8sContainerContext merge + construct_dagster_k8s_job)."""
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import (
+        DagsterK8sJobConfig,
+        UserDefinedDagsterK8sConfig,
+        construct_dagster_k8s_job,
+    )
+    from kubernetes.client import ApiClient
+
+    validate_run_k8s_config(launcher_config.get("run_k8s_config") or {})
+    launcher_context = K8sContainerContext(
+        image_pull_policy=launcher_config.get("image_pull_policy"),
+        image_pull_secrets=launcher_config.get("image_pull_secrets"),
+        service_account_name=launcher_config.get("service_account_name"),
+        env_config_maps=launcher_config.get("env_config_maps"),
+        env_secrets=launcher_config.get("env_secrets"),
+        env_vars=launcher_config.get("env_vars"),
+        volume_mounts=launcher_config.get("volume_mounts"),
+        volumes=launcher_config.get("volumes"),
+        labels=launcher_config.get("labels"),
+        namespace=launcher_config.get("job_namespace"),
+        resources=launcher_config.get("resources"),
+        scheduler_name=launcher_config.get("scheduler_name"),
+        security_context=launcher_config.get("security_context"),
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(
+            launcher_config.get("run_k8s_config") or {}
+        ),
+    )
+    context = launcher_context.merge(
+        K8sContainerContext.create_from_config(dict(container_context))
+    )
+    job_config = DagsterK8sJobConfig(
+        job_image=image,
+        dagster_home=launcher_config["dagster_home"],
+        instance_config_map=launcher_config["instance_config_map"],
+        postgres_password_secret=launcher_config.get("postgres_password_secret"),
+    )
+    run_id = "00000000-0000-0000-0000-000000000000"
+    job = construct_dagster_k8s_job(
+        job_config=job_config,
+        args=["dagster", "api", "execute_run", "{}"],
+        job_name=f"dagster-run-{run_id}",
+        user_defined_k8s_config=context.run_k8s_config,
+        component="run_worker",
+        labels={
+            "dagster/job": job_name,
+            "dagster/run-id": run_id,
+            "dagster/code-location": location_name,
+        },
+        env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": job_name}],
+    )
+    manifest: Manifest = ApiClient().sanitize_for_serialization(job)
+    manifest.setdefault("metadata", {})["namespace"] = context.namespace
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# Official values schemas (reference copies, offline)
+
+
+def reference_schema_dir() -> Path | None:
+    """The official charts' values schemas: $DAGSTER_CHART_SCHEMA_DIR, else shared/reference
+    beside the repository (as laid out in this workspace)."""
+    candidates = []
+    if os.environ.get("DAGSTER_CHART_SCHEMA_DIR"):
+        candidates.append(Path(os.environ["DAGSTER_CHART_SCHEMA_DIR"]))
+    candidates += [
+        REPO_ROOT.parent / "shared" / "reference" / "dagster-helm-chart",
+        REPO_ROOT / ".." / ".." / "shared" / "reference" / "dagster-helm-chart",
+    ]
+    for candidate in candidates:
+        if (candidate / "values.schema.json").is_file():
+            return candidate.resolve()
+    return None
+
+
+def drop_required(schema: Any) -> Any:
+    """For validating only the sections we set: without the chart's defaults at hand, the
+    schema's `required` lists would demand keys that values.yaml normally provides."""
+    if isinstance(schema, dict):
+        return {key: drop_required(value) for key, value in schema.items() if key != "required"}
+    if isinstance(schema, list):
+        return [drop_required(item) for item in schema]
+    return schema
+
+
+def official_values_schema(chart: str) -> dict[str, Any] | None:
+    """The chart's values schema, offline: from the fetched chart when present, else from the
+    reference copy. None when neither is available."""
+    chart_dir = offline_chart_dir(chart)
+    if chart_dir is not None and (chart_dir / "values.schema.json").is_file():
+        return dict(json.loads((chart_dir / "values.schema.json").read_text()))
+    directory = reference_schema_dir()
+    if directory is None:
+        return None
+    name = "values.schema.json" if chart == SYSTEM_CHART else f"{LOCATION_CHART}.values.schema.json"
+    return dict(drop_remote_refs(json.loads((directory / name).read_text())))
+
+
+def values_schema_errors(
+    chart: str, values: Mapping[str, Any], schema: Mapping[str, Any]
+) -> list[str]:
+    """Validate values the way Helm would: against the full schema merged with the chart's
+    defaults when the chart is here, else the sections we set against a schema without
+    `required`."""
+    import jsonschema
+
+    chart_dir = offline_chart_dir(chart)
+    if chart_dir is not None:
+        document = deep_merge(load_yaml(chart_dir / "values.yaml") or {}, values)
+        checked = dict(schema)
+    else:
+        document = dict(values)
+        checked = drop_required(schema)
+    validator = jsonschema.Draft202012Validator(checked)
+    return [
+        f"{'/'.join(str(p) for p in error.absolute_path) or '/'}: {error.message}"
+        for error in sorted(
+            validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path))
+        )
+    ]
+
+
+# The keys a dagster-user-deployments `deployments[]` item may have (its schema accepts any).
+USER_DEPLOYMENT_KEYS_FALLBACK = frozenset(
+    {
+        "name",
+        "image",
+        "dagsterApiGrpcArgs",
+        "codeServerArgs",
+        "includeConfigInLaunchedRuns",
+        "deploymentNamespace",
+        "port",
+        "replicaCount",
+        "env",
+        "envConfigMaps",
+        "envSecrets",
+        "annotations",
+        "nodeSelector",
+        "affinity",
+        "tolerations",
+        "podSecurityContext",
+        "securityContext",
+        "resources",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "labels",
+        "volumeMounts",
+        "volumes",
+        "schedulerName",
+        "initContainers",
+        "sidecarContainers",
+        "deploymentStrategy",
+        "service",
+    }
+)
+
+
+def user_deployment_keys() -> frozenset[str]:
+    schema = official_values_schema(LOCATION_CHART)
+    if schema is None:
+        return USER_DEPLOYMENT_KEYS_FALLBACK
+    properties = schema["$defs"]["UserDeployment"]["properties"]
+    return frozenset(properties) | {"service"}  # `service` is in the chart's values.yaml
+
+
+def deployment_key_errors(values: Mapping[str, Any]) -> list[str]:
+    """Typos inside deployments[] pass the chart's schema; catch them here."""
+    allowed = user_deployment_keys()
+    errors = []
+    for index, deployment in enumerate(values.get("deployments") or []):
+        for key in sorted(set(deployment) - allowed):
+            errors.append(f"deployments[{index}].{key}: not a dagster-user-deployments key")
+    return errors
+
+
+def run_k8s_config_errors(system_values: Mapping[str, Any]) -> list[str]:
+    """Typos inside runLauncher.config.k8sRunLauncher.runK8sConfig, through dagster-k8s's parser."""
+    try:
+        config = launcher_config_from_values(system_values)
+        validate_run_k8s_config(config.get("run_k8s_config") or {})
+    except Exception as error:  # noqa: BLE001 - dagster raises plain Exception on unknown keys
+        return [f"runK8sConfig: {error}"]
+    return []
