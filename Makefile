@@ -76,3 +76,6 @@ images: ## Build the three code location images (REGISTRY=<registry> builds and 
 
 deploy: install ## helm upgrade --install every release, in order, against the current kubectl context
 	$(RUN) python tests/kubernetes/deploy_releases.py $(if $(wildcard build/images.json),--images build/images.json)
+
+bench-features: install ## Materialize 100,000 users into Redis and read them back; ratios to raw COPY/HSET and HMGET
+	$(RUN) python -m tests.benchmarks.bench_features

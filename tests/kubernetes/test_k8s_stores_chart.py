@@ -190,16 +190,10 @@ def test_feature_server_is_optional_and_closed_to_unlabelled_pods() -> None:
     dev, production = stores("dev"), stores("production")
     server = by_kind_name(production, "Deployment", "feast-feature-server")
     container = server["spec"]["template"]["spec"]["containers"][0]
+    # the read-only server, not `feast serve` (which would also serve /push and /materialize)
     assert container["command"] == [
-        "feast",
-        "-c",
-        "/app/feast_repo",
-        "serve",
-        "-h",
-        "0.0.0.0",
-        "-p",
-        "6566",
-    ]
+        "python", "-m", "feature_store.serving", "--host", "0.0.0.0", "--port", "6566",
+    ]  # fmt: skip
     peers = pr.ingress_peers(production, server["spec"]["template"]["metadata"]["labels"])
     assert pr.admitted(peers, {"data-platform/feature-client": "true"})
     assert not pr.admitted(peers, {"data-platform/postgres-client": "true"})

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ def docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A superuser URL of a real Postgres server for the whole session."""
     if configured := os.environ.get("TEST_POSTGRES_URL"):
         yield configured
@@ -47,15 +49,18 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url()
         return
-    state = tmp_path_factory.mktemp("postgres")
+    # not under pytest's basetemp: another pytest session resets that folder to mode 0700,
+    # which would lock out the unprivileged user Postgres runs as under root
+    state = Path(tempfile.mkdtemp(prefix="platform-test-postgres-"))
     server = LocalPostgres(
         state / "data", free_port(), secrets.token_hex(12), state / "postgres.log"
     )
-    server.start()
     try:
+        server.start()
         yield server.url("postgres")
     finally:
         server.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _resource_for(url: str, database: str) -> PostgresResource:

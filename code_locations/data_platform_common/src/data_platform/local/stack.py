@@ -37,7 +37,7 @@ from data_platform.local.processes import (
     wait_until,
 )
 from data_platform.local.redis import LocalRedis
-from data_platform.locations import LOCATIONS, CodeLocation, by_name
+from data_platform.locations import FEATURE_STORE, LOCATIONS, CodeLocation, by_name
 
 
 def _port(variable: str, default: int) -> int:
@@ -219,6 +219,18 @@ class Stack:
             f"journal API (dev upstream) on {self.journal_api.url} ({c.users} users, {c.entries} entries)"
         )
 
+        feature_server = None
+        if FEATURE_STORE in c.locations:  # Feast's import is slow: let it start meanwhile
+            feature_server = self._spawn(
+                "feature-server",
+                [
+                    sys.executable,
+                    "-m",
+                    "feature_store.serving",
+                    "--port",
+                    str(c.feature_server_port),
+                ],
+            )
         write_instance(c.dagster_home, c.postgres_port, SUPERUSER)
         write_workspace(c.workspace, c.locations)
         servers = [
@@ -230,6 +242,14 @@ class Stack:
                 lambda loc=loc: _location_loaded(loc), f"code server {loc.name}", 300, process
             )
             self.say(f"code location {loc.name} serving on 127.0.0.1:{loc.port}")
+        if feature_server is not None:
+            wait_until(
+                lambda: _http_ok(f"{self.feature_server_url}/health"),
+                "feature server",
+                180,
+                feature_server,
+            )
+            self.say(f"Feast feature server (read-only) on {self.feature_server_url}")
         # the daemon starts only once every location answers, so no run meets a missing location
         self._spawn("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", str(c.workspace)])
         if webserver:
@@ -249,6 +269,10 @@ class Stack:
             self.say(f"Dagster UI on {self.ui_url}")
         self.say(f"stack up in {time.monotonic() - started:.1f} s")
         return self
+
+    @property
+    def feature_server_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.feature_server_port}"
 
     @property
     def ui_url(self) -> str:

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
-from datetime import date, datetime
+from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -239,7 +239,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--entries", type=int, default=50_000)
     parser.add_argument("--days", type=int, default=90, help="entries spread over this many days")
     parser.add_argument(
-        "--end", type=date.fromisoformat, help="last day of data (default: today, UTC)"
+        "--end",
+        type=datetime.fromisoformat,
+        help="the moment the data ends, e.g. 2026-06-30 or 2026-06-30T12:00 (default: now, UTC)",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--verbose", action="store_true")

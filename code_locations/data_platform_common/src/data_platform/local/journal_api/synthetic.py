@@ -147,14 +147,21 @@ class JournalData:
     users: int = 1_000
     entries: int = 50_000
     days: int = 90
-    end: date = field(default_factory=lambda: datetime.now(UTC).date())
+    # the newest entry is just before ``end``: now by default, so the data looks live; tests
+    # pass a fixed moment to make every value reproducible
+    end: datetime | date = field(
+        default_factory=lambda: datetime.now(UTC).replace(second=0, microsecond=0)
+    )
     seed: int = 7
     tables: dict[str, Table] = field(init=False)
     _clock_us: int = field(init=False)
     _changes: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        end_us = _to_us(datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC))
+        end = self.end
+        if not isinstance(end, datetime):
+            end = datetime(end.year, end.month, end.day)
+        end_us = _to_us(end if end.tzinfo else end.replace(tzinfo=UTC))
         self._end_us = end_us
         self._start_us = end_us - self.days * 86_400 * _US
         self._clock_us = end_us

@@ -1,0 +1,1 @@
+"""Online features: Feast definitions applied and gold tables materialized into Redis."""

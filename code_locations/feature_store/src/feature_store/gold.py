@@ -1,0 +1,126 @@
+"""Queries on the gold tables behind the feature views (the offline store of feature_store.yaml).
+
+Feast reads these tables to materialize; the consistency check and the incremental windows
+ask them the same questions directly: which rows dbt rewrote, which entities a window holds,
+and what the newest row of an entity says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from feast import FeatureStore, FeatureView
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+    PostgreSQLSource,
+)
+from feast.infra.utils.postgres.connection_utils import _get_conn
+from psycopg import sql
+
+
+def connect(store: FeatureStore) -> psycopg.Connection[Any]:
+    """A connection to the warehouse with the offline store's settings (search_path gold)."""
+    return _get_conn(store.config.offline_store)
+
+
+def _source(view: FeatureView) -> PostgreSQLSource:
+    source = view.batch_source
+    if not isinstance(source, PostgreSQLSource) or source.get_table_query_string().startswith("("):
+        raise TypeError(
+            f"feature view {view.name} must read a gold table: PostgreSQLSource(table=...)"
+        )
+    return source
+
+
+def table(view: FeatureView) -> sql.Composable:
+    return sql.Identifier(*_source(view).get_table_query_string().split("."))
+
+
+def timestamp_column(view: FeatureView) -> str:
+    return _source(view).timestamp_field
+
+
+def join_key(view: FeatureView) -> str:
+    keys = [column.name for column in view.entity_columns]
+    if len(keys) != 1:
+        raise TypeError(f"feature view {view.name} must have one join key, has {keys}")
+    return keys[0]
+
+
+def oldest_rewritten(
+    conn: psycopg.Connection[Any], view: FeatureView, since: datetime
+) -> datetime | None:
+    """The oldest event time among rows written (``created_timestamp_column``) after ``since``."""
+    source = _source(view)
+    query = sql.SQL("SELECT min({ts}) FROM {table} WHERE {written} > %s").format(
+        ts=sql.Identifier(source.timestamp_field),
+        table=table(view),
+        written=sql.Identifier(source.created_timestamp_column),
+    )
+    row = conn.execute(query, [since]).fetchone()
+    return row[0] if row else None
+
+
+def entities_between(
+    conn: psycopg.Connection[Any], view: FeatureView, start: datetime, end: datetime
+) -> int:
+    """How many entities have a row in [start, end]: the rows a materialization writes."""
+    query = sql.SQL(
+        "SELECT count(DISTINCT {key}) FROM {table} WHERE {ts} BETWEEN %s AND %s"
+    ).format(
+        key=sql.Identifier(join_key(view)),
+        table=table(view),
+        ts=sql.Identifier(_source(view).timestamp_field),
+    )
+    row = conn.execute(query, [start, end]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def sample_entities(
+    conn: psycopg.Connection[Any], view: FeatureView, size: int, horizon: datetime
+) -> list[int]:
+    """Up to ``size`` entities, drawn at random among those with a row up to ``horizon``."""
+    key = sql.Identifier(join_key(view))
+    query = sql.SQL(
+        "SELECT {key} FROM (SELECT DISTINCT {key} FROM {table} WHERE {ts} <= %s) e "
+        "ORDER BY random() LIMIT %s"
+    ).format(key=key, table=table(view), ts=sql.Identifier(_source(view).timestamp_field))
+    return [row[0] for row in conn.execute(query, [horizon, size])]
+
+
+def latest_rows(
+    conn: psycopg.Connection[Any],
+    view: FeatureView,
+    entities: Sequence[int],
+    horizon: datetime,
+) -> dict[int, dict[str, Any]]:
+    """Each entity's newest row up to ``horizon``, ordered as Feast orders them.
+
+    Feast keeps the row with the latest event time, then the latest created timestamp.
+    """
+    source = _source(view)
+    key = join_key(view)
+    columns = [key, source.timestamp_field, *(f.name for f in view.features)]
+    query = sql.SQL(
+        "SELECT DISTINCT ON ({key}) {columns} FROM {table} "
+        "WHERE {key} = ANY(%s) AND {ts} <= %s ORDER BY {key}, {ts} DESC, {written} DESC"
+    ).format(
+        key=sql.Identifier(key),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        table=table(view),
+        ts=sql.Identifier(source.timestamp_field),
+        written=sql.Identifier(source.created_timestamp_column),
+    )
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+        return {row[key]: row for row in cursor.execute(query, [list(entities), horizon])}
+
+
+def first_entities(conn: psycopg.Connection[Any], view: FeatureView, count: int) -> list[int]:
+    """The ``count`` smallest entity ids with a row: a stable sample for demos."""
+    key = sql.Identifier(join_key(view))
+    query = sql.SQL("SELECT DISTINCT {key} FROM {table} ORDER BY {key} LIMIT %s").format(
+        key=key, table=table(view)
+    )
+    return [row[0] for row in conn.execute(query, [count])]

@@ -1,0 +1,3 @@
+from feature_store.serving.server import main
+
+main()

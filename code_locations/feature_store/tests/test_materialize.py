@@ -1,0 +1,152 @@
+"""Apply and materialize against a real Postgres and Redis, read back through Feast."""
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from data_platform.local.processes import wait_until
+from feature_store.registry_lock import registry_lock
+
+
+def test_materialized_features_equal_gold(
+    run_feature_store, gold, gold_expected, online_rows, metadata_of
+):
+    result = run_feature_store()
+    assert result.success
+    expected = gold_expected()
+    assert online_rows(list(expected)) == expected
+    games = gold.latest("game_type_stats", "game_type_id")
+    served_games = online_rows(list(games), view="game_type_stats")
+    assert {g: served_games[g]["avg_score_30d"] for g in games} == {
+        g: row["avg_score_30d"] for g, row in games.items()
+    }
+    metadata = metadata_of(result)
+    assert metadata["rows_user_journal_features"] == len(expected)
+    assert metadata["rows_game_type_stats"] == len(games)
+    assert "created" in metadata["registry_changes"]
+
+
+def test_feature_service_serves_both_views(run_feature_store, feast_env, gold, gold_expected):
+    assert run_feature_store().success
+    store = feast_env.store()
+    user, game = min(gold_expected()), 2
+    response = store.get_online_features(
+        features=store.get_feature_service("analyzer_v1"),
+        entity_rows=[{"user_id": user, "game_type_id": game}],
+        full_feature_names=True,
+    ).to_dict()
+    expected_game = gold.latest("game_type_stats", "game_type_id")[game]
+    assert response["user_journal_features__minutes_30d"] == [gold_expected()[user]["minutes_30d"]]
+    assert response["game_type_stats__game_type_name"] == [expected_game["game_type_name"]]
+
+
+def test_rematerializing_is_idempotent(run_feature_store, redis_snapshot, metadata_of):
+    assert run_feature_store().success
+    first = redis_snapshot()
+    again = run_feature_store()
+    assert again.success
+    assert redis_snapshot() == first
+    assert metadata_of(again)["registry_changes"] == "registry already matches feast_repo"
+
+
+def test_incremental_run_picks_up_new_and_rewritten_rows(
+    run_feature_store, gold, gold_expected, online_rows, metadata_of
+):
+    assert run_feature_store().success
+    gold.write_user_day(4, day=1, seed=9)  # a late entry rewrites yesterday's row in place
+    gold.write_user_day(5, day=0, seed=9)  # ... and today's, keeping its event time
+    gold.newest_entry = datetime.now(UTC)
+    gold.write_user_day(3, day=0, seed=5)  # a new entry moves today's row on
+    again = run_feature_store()
+    assert again.success
+    windows = metadata_of(again)["windows"]
+    assert windows["user_journal_features"]["full"] is False
+    expected = gold_expected()
+    assert online_rows([3, 4, 5]) == {user: expected[user] for user in (3, 4, 5)}
+
+
+def test_changed_view_is_reapplied_and_fully_materialized(
+    run_feature_store, feast_env, gold_expected, online_rows, metadata_of
+):
+    assert run_feature_store().success
+    feast_env.edit(
+        "feature_views.py",
+        'Field(name="current_streak_days", dtype=Int32),\n    ],\n    source=user_journal_features_source',
+        "],\n    source=user_journal_features_source",
+    )
+    feast_env.edit(
+        "feature_views.py",
+        "entities=[user_entity],\n    ttl=DAILY_ROW_TTL,",
+        "entities=[user_entity],\n    ttl=timedelta(days=3),",
+    )
+    result = run_feature_store()
+    assert result.success
+    metadata = metadata_of(result)
+    assert metadata["registry_changes"] == (
+        "updated feature service analyzer_v1, feature view user_journal_features"
+    )
+    assert metadata["windows"]["user_journal_features"]["full"] is True
+    assert metadata["windows"]["game_type_stats"]["full"] is False
+    view = feast_env.store().get_feature_view("user_journal_features")
+    assert view.ttl.days == 3
+    assert "current_streak_days" not in {f.name for f in view.features}
+    expected = gold_expected()
+    served = online_rows(list(expected))
+    assert served == {
+        user: {k: v for k, v in row.items() if k != "current_streak_days"}
+        for user, row in expected.items()
+    }
+
+
+def test_deleted_view_leaves_registry_and_redis(run_feature_store, feast_env, redis_snapshot):
+    assert run_feature_store().success
+    feast_env.edit(
+        "feature_services.py", "[user_journal_features, game_type_stats]", "[user_journal_features]"
+    )
+    feast_env.edit(
+        "feature_services.py",
+        "from feature_views import game_type_stats, user_journal_features",
+        "from feature_views import user_journal_features",
+    )
+    text = (feast_env.repo_path / "feature_views.py").read_text()
+    (feast_env.repo_path / "feature_views.py").write_text(
+        text[: text.index("game_type_stats_source =")]
+    )
+    result = run_feature_store()
+    assert result.success
+    store = feast_env.store()
+    assert [v.name for v in store.list_feature_views()] == ["user_journal_features"]
+    assert [s.name for s in store.list_data_sources()] == ["gold_user_journal_features"]
+    fields = {field for row in redis_snapshot().values() for field in row}
+    assert b"_ts:game_type_stats" not in fields
+    assert b"_ts:user_journal_features" in fields
+
+
+def test_apply_waits_for_the_registry_lock(run_feature_store, feast_env, gold):
+    """A second writer (another run, another pod) holds the lock: this run queues behind it."""
+    store = feast_env.store()
+    registry_db = feast_env.environ["FEAST_REGISTRY_DB"]
+    outcome: dict[str, Any] = {}
+
+    def run_waiting_for_lock() -> bool:
+        with psycopg.connect(gold.warehouse.conninfo()) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = %s",
+                [registry_db],
+            ).fetchone()
+        return bool(row and row[0])
+
+    with registry_lock(store.config.registry.path, "writes"):
+        worker = threading.Thread(target=lambda: outcome.update(result=run_feature_store()))
+        worker.start()
+        wait_until(run_waiting_for_lock, "the run to wait for the registry lock", timeout=60)
+        store.refresh_registry()
+        assert store.list_feature_views() == [], (
+            "the run applied while another writer held the lock"
+        )
+    worker.join(timeout=120)
+    assert outcome["result"].success
+    store.refresh_registry()
+    assert len(store.list_feature_views()) == 2

@@ -1,0 +1,62 @@
+"""The analyzer's feature server: reads answer with gold's values, writes are not served."""
+
+import os
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from data_platform.local.processes import ManagedProcess, free_port, wait_until
+from feature_store.demo_summary import summary
+
+
+@pytest.fixture
+def feature_server(feast_env, run_feature_store, tmp_path) -> Iterator[str]:
+    assert run_feature_store().success
+    port = free_port()
+    server = ManagedProcess(
+        "feature-server",
+        [sys.executable, "-m", "feature_store.serving", "--port", str(port)],
+        log_path=tmp_path / "feature-server.log",
+        env={**os.environ, **feast_env.environ},
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: httpx.get(f"{url}/health").status_code == 200, "feature server", 120, server
+        )
+        yield url
+    finally:
+        server.stop()
+
+
+def test_feature_server_serves_reads_only(feature_server, gold_expected):
+    expected = gold_expected()
+    users = sorted(expected)[:3]
+    response = httpx.post(
+        f"{feature_server}/get-online-features",
+        json={
+            "features": ["user_journal_features:minutes_30d", "user_journal_features:avg_mood_30d"],
+            "entities": {"user_id": users},
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    columns = dict(zip(body["metadata"]["feature_names"], body["results"], strict=True))
+    assert columns["minutes_30d"]["values"] == [expected[u]["minutes_30d"] for u in users]
+    assert columns["avg_mood_30d"]["values"] == [expected[u]["avg_mood_30d"] for u in users]
+    for write in ("/push", "/write-to-online-store", "/materialize", "/materialize-incremental"):
+        assert httpx.post(f"{feature_server}{write}", json={}).status_code == 404, write
+
+
+def test_demo_summary_reads_back_through_feast(run_feature_store, gold, gold_expected):
+    """What `make demo` prints for this location (data_platform.local.demo calls summary())."""
+    assert run_feature_store().success
+    printed = summary()
+    expected = gold_expected()
+    assert printed["features_materialized"] == {
+        "game_type_stats": len(gold.latest("game_type_stats", "game_type_id")),
+        "user_journal_features": len(expected),
+    }
+    first_three = sorted(expected)[:3]
+    assert printed["online_features"] == {str(u): expected[u] for u in first_three}

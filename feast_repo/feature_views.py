@@ -1,0 +1,76 @@
+"""Feature views over the gold tables that dbt builds (schema gold of the warehouse).
+
+The gold tables hold one row per entity and day; each row's event_timestamp never lies in the
+future, and updated_at is when dbt wrote it, so Feast keeps the newest row of each entity.
+"""
+
+from datetime import timedelta
+
+from entities import game_type_entity, user_entity
+from feast import FeatureView, Field
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+    PostgreSQLSource,
+)
+from feast.types import Float64, Int32, Int64, String
+
+# A row describes its entity on one day; the next day's row replaces it. Two days lets a
+# point-in-time join cover a late dbt run without serving a week-old state as current.
+DAILY_ROW_TTL = timedelta(days=2)
+
+user_journal_features_source = PostgreSQLSource(
+    name="gold_user_journal_features",
+    table="gold.user_journal_features",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="updated_at",
+    description="dbt model gold.user_journal_features: one row per user and feature_date.",
+)
+
+user_journal_features = FeatureView(
+    name="user_journal_features",
+    entities=[user_entity],
+    ttl=DAILY_ROW_TTL,
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="entries_7d", dtype=Int32),
+        Field(name="entries_30d", dtype=Int32),
+        Field(name="avg_mood_30d", dtype=Float64),
+        Field(name="avg_score_30d", dtype=Float64),
+        Field(name="minutes_30d", dtype=Int64),
+        Field(name="favorite_game_type", dtype=String),
+        Field(name="days_since_last_entry", dtype=Int32),
+        Field(name="current_streak_days", dtype=Int32),
+    ],
+    source=user_journal_features_source,
+    online=True,
+    description="A user's journaling habits over the last 7 and 30 days.",
+    tags={"owner": "ml-platform", "consumer": "analyzer"},
+)
+
+game_type_stats_source = PostgreSQLSource(
+    name="gold_game_type_stats",
+    table="gold.game_type_stats",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="updated_at",
+    description="dbt model gold.game_type_stats: one row per game type and feature_date.",
+)
+
+game_type_stats = FeatureView(
+    name="game_type_stats",
+    entities=[game_type_entity],
+    ttl=DAILY_ROW_TTL,
+    schema=[
+        Field(name="game_type_id", dtype=Int64),
+        Field(name="game_type_name", dtype=String),
+        Field(name="category", dtype=String),
+        Field(name="entries_1d", dtype=Int32),
+        Field(name="entries_30d", dtype=Int32),
+        Field(name="active_users_30d", dtype=Int32),
+        Field(name="avg_score_30d", dtype=Float64),
+        Field(name="avg_mood_30d", dtype=Float64),
+        Field(name="avg_duration_minutes_30d", dtype=Float64),
+    ],
+    source=game_type_stats_source,
+    online=True,
+    description="How much each game type is played, and how it scores, over 1 and 30 days.",
+    tags={"owner": "ml-platform", "consumer": "analyzer"},
+)
