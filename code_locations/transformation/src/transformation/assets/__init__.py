@@ -1,0 +1,1 @@
+"""Assets of the transformation location, discovered recursively by data_platform.discovery."""

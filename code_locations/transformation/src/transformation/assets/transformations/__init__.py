@@ -1,0 +1,1 @@
+"""Assets that transform data: the dbt models, their tests as checks, source freshness."""

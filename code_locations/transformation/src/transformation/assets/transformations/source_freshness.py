@@ -1,0 +1,90 @@
+"""dbt source freshness as asset checks on the ingestion location's raw assets.
+
+dagster-dbt turns dbt tests into checks but not `dbt source freshness`. These checks run it
+after every ingestion of the source and every hour at :30, so a raw table that stops
+receiving data turns the check red even when nothing runs downstream.
+"""
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from transformation.dbt_config import dbt_project
+from transformation.manifest import ensure_manifest
+from transformation.translator import warehouse_translator
+
+CHECK_NAME = "dbt_source_freshness"
+_HOURLY: dg.AutomationCondition[dg.AssetKey | dg.AssetCheckKey] = (
+    dg.AutomationCondition.cron_tick_passed("30 * * * *")
+)
+FRESHNESS_AUTOMATION = (
+    dg.AutomationCondition.any_deps_updated() | _HOURLY
+).since_last_handled() & ~dg.AutomationCondition.in_progress()
+
+
+def freshness_sources(manifest: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """dbt sources with a freshness rule, by unique_id."""
+    return {
+        unique_id: props
+        for unique_id, props in manifest["sources"].items()
+        if (props.get("freshness") or {}).get("warn_after", {}).get("count")
+        or (props.get("freshness") or {}).get("error_after", {}).get("count")
+    }
+
+
+_SOURCES = freshness_sources(json.loads(ensure_manifest(dbt_project).read_text()))
+_KEYS = {uid: warehouse_translator().get_asset_key(props) for uid, props in _SOURCES.items()}
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            CHECK_NAME,
+            asset=key,
+            description=f"dbt source freshness of {_SOURCES[uid]['relation_name']}: "
+            f"warn/error after {_SOURCES[uid]['freshness']}",
+            automation_condition=FRESHNESS_AUTOMATION,
+        )
+        for uid, key in _KEYS.items()
+    ],
+    name="raw_source_freshness",
+    can_subset=True,
+)
+def raw_source_freshness(
+    context: dg.AssetCheckExecutionContext, dbt: DbtCliResource
+) -> Iterator[dg.AssetCheckResult]:
+    """Run `dbt source freshness` for the selected sources; warn or error as dbt says."""
+    selected = [
+        uid
+        for uid, key in _KEYS.items()
+        if dg.AssetCheckKey(key, CHECK_NAME) in context.selected_asset_check_keys
+    ]
+    selectors = [
+        f"source:{_SOURCES[uid]['source_name']}.{_SOURCES[uid]['name']}" for uid in selected
+    ]
+    invocation = dbt.cli(["source", "freshness", "--select", *selectors], raise_on_error=False)
+    invocation.wait()
+    results = {}
+    sources_json = invocation.target_path / "sources.json"
+    if sources_json.exists():
+        results = {r["unique_id"]: r for r in json.loads(sources_json.read_text())["results"]}
+    for uid in selected:
+        result = results.get(uid, {"status": "runtime error", "error": invocation.get_error()})
+        status = result["status"]
+        yield dg.AssetCheckResult(
+            asset_key=_KEYS[uid],
+            check_name=CHECK_NAME,
+            passed=status == "pass",
+            severity=dg.AssetCheckSeverity.WARN
+            if status == "warn"
+            else dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "status": status,
+                "max_loaded_at": str(result.get("max_loaded_at")),
+                "age_seconds": float(result.get("max_loaded_at_time_ago_in_s") or 0.0),
+                "error": str(result.get("error") or ""),
+            },
+        )

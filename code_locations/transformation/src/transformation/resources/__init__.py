@@ -1,0 +1,1 @@
+"""Resources of the transformation location; every instance here is discovered by its name."""

@@ -1,0 +1,5 @@
+from data_platform import settings
+
+from transformation import LOCATION
+
+postgres = settings.warehouse(LOCATION)
