@@ -29,8 +29,11 @@ query { assetNodes { assetKey { path } repository { location { name } } } }
 """
 
 
+_STARTED = time.monotonic()
+
+
 def say(message: str) -> None:
-    print(f"[demo] {message}", flush=True)
+    print(f"[demo +{time.monotonic() - _STARTED:5.1f}s] {message}", flush=True)
 
 
 def _runs_since(instance: DagsterInstance, location: CodeLocation, since: float) -> list[Any]:
@@ -70,7 +73,9 @@ def wait_for_location(
             )
         if runs and all(r.status in FINISHED for r in runs):
             finished = max(_end_time(instance, r.run_id) for r in runs)
-            say(f"{location.name}: {len(runs)} run(s) succeeded")
+            say(
+                f"{location.name}: {len(runs)} run(s) succeeded, the last ending {time.time() - finished:.1f} s ago"
+            )
             return finished
         time.sleep(1)
     raise StackError(

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -117,6 +118,18 @@ def _stored_secrets(path: Path) -> dict[str, str]:
     return values
 
 
+def _upstream_end(state_dir: Path) -> str:
+    """When the dev upstream's data ends: the first start's moment, kept for later starts.
+
+    The synthetic data is a function of this moment, so a restarted stack serves the same rows
+    (a re-run loads nothing new) instead of a dataset shifted by the minutes in between.
+    """
+    path = state_dir / "journal-api-end.txt"
+    if not path.exists():
+        path.write_text(datetime.now(UTC).replace(microsecond=0).isoformat() + "\n")
+    return path.read_text().strip()
+
+
 def _bin(name: str) -> str:
     """A console script of this environment (dagster, dagster-webserver, feast...)."""
     return str(Path(sys.executable).parent / name)
@@ -212,7 +225,9 @@ class Stack:
         ).start()
         self.say(f"Redis on 127.0.0.1:{c.redis_port} (append-only persistence)")
         self.journal_api = JournalApiProcess(
-            c.journal_api_port, c.logs / "journal-api.log", {"users": c.users, "entries": c.entries}
+            c.journal_api_port,
+            c.logs / "journal-api.log",
+            {"users": c.users, "entries": c.entries, "end": _upstream_end(c.state_dir)},
         ).start()
         self._record_pids()
         self.say(
