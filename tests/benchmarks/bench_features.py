@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import random
-import secrets
 import statistics
 import sys
 import tempfile
@@ -30,10 +29,9 @@ from typing import Any
 import httpx
 import psycopg
 import redis
-from data_platform import settings
-from data_platform.local.postgres import SUPERUSER, LocalPostgres
+from data_platform.local.postgres import LocalPostgres
 from data_platform.local.processes import ManagedProcess, free_port, wait_until
-from data_platform.local.redis import LocalRedis
+from data_platform.local.servers import local_servers
 
 VIEW = "user_journal_features"
 # users have 1..days daily rows ending today; as dbt builds them, no row lies in the future
@@ -81,30 +79,13 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=300, help="timed requests per scenario")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
-        state = Path(tmp)
-        pg_password, redis_password = secrets.token_hex(8), secrets.token_hex(8)
-        postgres = LocalPostgres(state / "pg", free_port(), pg_password, state / "pg.log")
-        online = LocalRedis(state / "redis", free_port(), redis_password, state / "redis.log")
-        postgres.start()
-        online.start()
-        environ = {
-            settings.POSTGRES_HOST: "127.0.0.1",
-            settings.POSTGRES_PORT: str(postgres.port),
-            settings.POSTGRES_USER: SUPERUSER,
-            settings.POSTGRES_PASSWORD: pg_password,
-            settings.WAREHOUSE_DB: "warehouse",
-            settings.FEAST_REGISTRY_DB: "feast_registry",
-            settings.REDIS_HOST: "127.0.0.1",
-            settings.REDIS_PORT: str(online.port),
-            settings.REDIS_PASSWORD: redis_password,
-        }
-        os.environ.update(environ)
-        try:
-            figures = run(postgres, online.client(), state, args)
-        finally:
-            online.stop()
-            postgres.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-features-") as tmp,
+        local_servers(Path(tmp), redis=True) as servers,
+    ):
+        assert servers.redis is not None
+        os.environ.update(servers.environment())
+        figures = run(servers.postgres, servers.redis.client(), servers.state, args)
     print(json.dumps(figures, sort_keys=True))
 
 

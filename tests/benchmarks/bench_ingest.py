@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import secrets
 import tempfile
 import time
 from pathlib import Path
 
 import dagster as dg
 import psycopg
-from data_platform.local.journal_api.process import JournalApiProcess
-from data_platform.local.postgres import LocalPostgres
-from data_platform.local.processes import free_port
-from data_platform.resources import PostgresResource
+from data_platform.local.servers import LocalServers, local_servers
 from ingestion.assets.ingestion.journal_app import journal_entries
 from ingestion.records import JournalEntry
 from ingestion.resources.journal_api import JournalApiResource
@@ -37,31 +33,17 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=10_000)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        state = Path(tmp)
-        postgres = LocalPostgres(
-            state / "pg", free_port(), secrets.token_hex(8), state / "pg.log"
-        ).start()
-        api = JournalApiProcess(
-            free_port(),
-            state / "api.log",
-            {"users": args.users, "entries": args.entries, "end": "2026-06-30"},
-        ).start()
-        try:
-            run(postgres, api, args)
-        finally:
-            api.stop()
-            postgres.stop()
+    upstream = {"users": args.users, "entries": args.entries, "end": "2026-06-30"}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
+        local_servers(Path(tmp), upstream=upstream) as servers,
+    ):
+        run(servers, args)
 
 
-def run(postgres: LocalPostgres, api: JournalApiProcess, args: argparse.Namespace) -> None:
-    warehouse = PostgresResource(
-        host="127.0.0.1",
-        port=postgres.port,
-        user="platform",
-        password=postgres.password,
-        database="warehouse",
-    )
+def run(servers: LocalServers, args: argparse.Namespace) -> None:
+    warehouse, api = servers.warehouse(), servers.journal_api
+    assert api is not None
     client = JournalApiResource(base_url=api.url, page_size=args.page_size)
     # One untimed read renders the upstream's pages into its cache: in production the upstream
     # is another machine, and its JSON rendering must not be charged to our ingestion here.

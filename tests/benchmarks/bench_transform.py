@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -21,8 +20,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 from data_platform.local.journal_api.process import JournalApiProcess
-from data_platform.local.postgres import LocalPostgres
-from data_platform.local.processes import free_port
+from data_platform.local.servers import LocalServers, local_servers
 from data_platform.resources import PostgresResource
 from ingestion.assets.ingestion.journal_app import (
     api_users,
@@ -43,21 +41,12 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-transform-") as tmp:
-        state = Path(tmp)
-        postgres = LocalPostgres(
-            state / "pg", free_port(), secrets.token_hex(8), state / "pg.log"
-        ).start()
-        api = JournalApiProcess(
-            free_port(),
-            state / "api.log",
-            {"users": args.users, "entries": args.entries, "end": "2026-06-30"},
-        ).start()
-        try:
-            run(postgres, api, args, state)
-        finally:
-            api.stop()
-            postgres.stop()
+    upstream = {"users": args.users, "entries": args.entries, "end": "2026-06-30"}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-transform-") as tmp,
+        local_servers(Path(tmp), upstream=upstream) as servers,
+    ):
+        run(servers, args)
 
 
 def ingest(warehouse: PostgresResource, api: JournalApiProcess) -> float:
@@ -98,18 +87,14 @@ def report(label: str, seconds: float, rows: int, results: dict[str, Any]) -> No
     )
 
 
-def run(
-    postgres: LocalPostgres, api: JournalApiProcess, args: argparse.Namespace, state: Path
-) -> None:
-    warehouse = PostgresResource(
-        host="127.0.0.1", port=postgres.port, user="platform", password=postgres.password,
-        database="warehouse", sslmode="disable",
-    )  # fmt: skip
+def run(servers: LocalServers, args: argparse.Namespace) -> None:
+    warehouse, api = servers.warehouse(), servers.journal_api
+    assert api is not None
     os.environ.update(
-        POSTGRES_HOST=warehouse.host, POSTGRES_PORT=str(warehouse.port), POSTGRES_USER=warehouse.user,
-        POSTGRES_PASSWORD=warehouse.password, WAREHOUSE_DB=warehouse.database, DBT_TARGET="local",
-        DBT_TARGET_PATH=str(state / "dbt-target"),
-    )  # fmt: skip
+        servers.environment(),
+        DBT_TARGET="local",
+        DBT_TARGET_PATH=str(servers.state / "dbt-target"),
+    )
     seconds = ingest(warehouse, api)
     with psycopg.connect(warehouse.conninfo()) as conn:
         (entries,) = conn.execute("SELECT count(*) FROM raw.journal_entries").fetchone() or (0,)

@@ -38,6 +38,7 @@ from data_platform.local.processes import (
     wait_until,
 )
 from data_platform.local.redis import LocalRedis
+from data_platform.local.servers import platform_environment
 from data_platform.locations import FEATURE_STORE, LOCATIONS, CodeLocation, by_name
 
 
@@ -153,16 +154,13 @@ class Stack:
         return {
             **os.environ,
             "DAGSTER_HOME": str(c.dagster_home),
-            settings.POSTGRES_HOST: "127.0.0.1",
-            settings.POSTGRES_PORT: str(c.postgres_port),
-            settings.POSTGRES_USER: SUPERUSER,
-            settings.POSTGRES_PASSWORD: passwords[settings.POSTGRES_PASSWORD],
-            settings.WAREHOUSE_DB: "warehouse",
-            settings.FEAST_REGISTRY_DB: "feast_registry",
-            settings.REDIS_HOST: "127.0.0.1",
-            settings.REDIS_PORT: str(c.redis_port),
-            settings.REDIS_PASSWORD: passwords[settings.REDIS_PASSWORD],
-            settings.JOURNAL_API_URL: f"http://127.0.0.1:{c.journal_api_port}",
+            **platform_environment(
+                c.postgres_port,
+                passwords[settings.POSTGRES_PASSWORD],
+                c.redis_port,
+                passwords[settings.REDIS_PASSWORD],
+                f"http://127.0.0.1:{c.journal_api_port}",
+            ),
             "DBT_TARGET": "local",
             "EXPORT_URI": str(c.state_dir / "exports"),
             "PYTHONUNBUFFERED": "1",
