@@ -62,7 +62,7 @@ def test_demo_runs_the_pipeline_and_prints_one_json_line(stack_env):
     }
     assert any("launched ingest_journal_app_job" in line for line in lines)
     for location in LOCATIONS[1:]:  # every downstream location ran by automation
-        assert any(f"{location.name}: " in line and "succeeded" in line for line in lines), lines
+        assert any(f"{location.name}: run" in line and "SUCCESS" in line for line in lines), lines
     assert not [port for port in stack_ports(stack_env) if port_answers(port)]
 
 

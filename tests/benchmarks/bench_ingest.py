@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 from data_platform.local.servers import LocalServers, local_servers
-from ingestion.assets.ingestion.journal_app import journal_entries
+from ingestion.assets.ingestion.journal_app import journal_app
 from ingestion.records import JournalEntry
 from ingestion.resources.journal_api import JournalApiResource
 
@@ -55,7 +55,9 @@ def run(servers: LocalServers, args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     result = dg.materialize(
-        [journal_entries], resources={"postgres": warehouse, "journal_api": client}
+        [journal_app],
+        selection=["journal_entries"],
+        resources={"postgres": warehouse, "journal_api": client},
     )
     run_seconds = time.perf_counter() - started
     assert result.success

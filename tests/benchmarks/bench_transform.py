@@ -22,11 +22,7 @@ import psycopg
 from data_platform.local.journal_api.process import JournalApiProcess
 from data_platform.local.servers import LocalServers, local_servers
 from data_platform.resources import PostgresResource
-from ingestion.assets.ingestion.journal_app import (
-    api_users,
-    get_game_types_from_api,
-    journal_entries,
-)
+from ingestion.assets.ingestion.journal_app import journal_app
 from ingestion.resources.journal_api import JournalApiResource
 
 MODELS = ("stg_journal_entries", "user_journal_features", "game_type_stats")
@@ -53,7 +49,7 @@ def ingest(warehouse: PostgresResource, api: JournalApiProcess) -> float:
     started = time.perf_counter()
     client = JournalApiResource(base_url=api.url, page_size=50_000)
     dg.materialize(
-        [api_users, get_game_types_from_api, journal_entries],
+        [journal_app],
         resources={"postgres": warehouse, "journal_api": client},
     )
     return time.perf_counter() - started

@@ -115,7 +115,7 @@ def port_forward(service: str, remote_port: int) -> Iterator[str]:
                 return
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"kubectl port-forward exited: {process.stderr.read() if process.stderr else ''}"  # noqa: E501
+                    f"kubectl port-forward exited: {process.stderr.read() if process.stderr else ''}"
                 )
             time.sleep(1)
         raise RuntimeError(f"port-forward to svc/{service} did not open within 60 s")

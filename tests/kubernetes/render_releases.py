@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     written, skipped = render_all(args.env, args.out)
     for path in written:
         print(
-            f"rendered {path.relative_to(pr.REPO_ROOT) if path.is_relative_to(pr.REPO_ROOT) else path}"  # noqa: E501
+            f"rendered {path.relative_to(pr.REPO_ROOT) if path.is_relative_to(pr.REPO_ROOT) else path}"
         )
     for reason in skipped:
         print(f"skipped  {reason}")

@@ -6,14 +6,9 @@ import psycopg
 import pytest
 from data_platform.local.journal_api.process import JournalApiProcess
 from data_platform.resources import PostgresResource
-from ingestion.assets.ingestion.journal_app import (
-    api_users,
-    get_game_types_from_api,
-    journal_entries,
-)
+from ingestion.assets.ingestion.journal_app import journal_app
 from ingestion.resources.journal_api import JournalApiResource
 
-RAW_ASSETS = [api_users, get_game_types_from_api, journal_entries]
 RAW_TABLES = ("raw.users", "raw.game_types", "raw.journal_entries")
 
 
@@ -39,10 +34,11 @@ def ingest(warehouse: PostgresResource) -> Callable[..., dg.ExecuteInProcessResu
     """Materialize raw assets against the given upstream, as a run of the location would."""
 
     def run(
-        api: JournalApiProcess, assets: list[Any] = RAW_ASSETS, **client: Any
+        api: JournalApiProcess, selection: list[str] | None = None, **client: Any
     ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            assets,
+            [journal_app],
+            selection=selection,
             resources={"postgres": warehouse, "journal_api": _client_for(api, **client)},
             raise_on_error=False,
         )

@@ -14,14 +14,8 @@ import pytest
 from data_platform.local.journal_api.process import JournalApiProcess
 from data_platform.local.processes import ManagedProcess, free_port, wait_until
 from data_platform.resources import PostgresResource
-from ingestion.assets.ingestion.journal_app import (
-    api_users,
-    get_game_types_from_api,
-    journal_entries,
-)
+from ingestion.assets.ingestion.journal_app import journal_app
 from ingestion.resources.journal_api import JournalApiResource
-
-RAW_ASSETS = [api_users, get_game_types_from_api, journal_entries]
 
 
 def _environment(warehouse: PostgresResource) -> dict[str, str]:
@@ -58,7 +52,9 @@ def ingest(warehouse: PostgresResource) -> Callable[[JournalApiProcess], dg.Exec
 
     def run(api: JournalApiProcess) -> dg.ExecuteInProcessResult:
         client = JournalApiResource(base_url=api.url, page_size=5_000, backoff_seconds=0.01)
-        return dg.materialize(RAW_ASSETS, resources={"postgres": warehouse, "journal_api": client})
+        return dg.materialize(
+            [journal_app], resources={"postgres": warehouse, "journal_api": client}
+        )
 
     return run
 

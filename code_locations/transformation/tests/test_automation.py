@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import dagster as dg
 from data_platform.resources import PostgresResource
-from ingestion.assets.ingestion.journal_app import (
-    api_users,
-    get_game_types_from_api,
-    journal_entries,
-)
+from ingestion.assets.ingestion.journal_app import journal_app
 from ingestion.resources.journal_api import JournalApiResource
 from transformation.definitions import defs
 
@@ -44,7 +40,7 @@ def test_ingestion_run_makes_the_dbt_models_and_freshness_checks_due(
 
     api = start_journal_api(users=20, entries=500)
     ingestion_run = dg.materialize(
-        [api_users, get_game_types_from_api, journal_entries],
+        [journal_app],
         resources={"postgres": warehouse, "journal_api": JournalApiResource(base_url=api.url)},
         instance=instance,
     )

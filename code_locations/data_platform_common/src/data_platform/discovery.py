@@ -144,8 +144,15 @@ def automation_sensor(location: str) -> dg.AutomationConditionSensorDefinition:
     )
 
 
-def build_location_definitions(location: str, package_name: str) -> dg.Definitions:
-    """The one ``Definitions`` of a code location, from what its folders contain."""
+def build_location_definitions(
+    location: str, package_name: str, executor: dg.ExecutorDefinition = dg.in_process_executor
+) -> dg.Definitions:
+    """The one ``Definitions`` of a code location, from what its folders contain.
+
+    Steps run in the run's own process by default: a run is already its own process (a
+    Kubernetes Job in production), and a subprocess per step would import the location again
+    for every asset. A location that wants steps fanned out passes ``k8s_job_executor``.
+    """
     found = discover(package_name)
     sensors = list(found.sensors)
     automated = any(
@@ -165,4 +172,5 @@ def build_location_definitions(location: str, package_name: str) -> dg.Definitio
         schedules=found.schedules,
         sensors=sensors,
         resources=found.resources,
+        executor=executor,
     )

@@ -14,6 +14,7 @@ import importlib
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
@@ -36,51 +37,61 @@ def say(message: str) -> None:
     print(f"[demo +{time.monotonic() - _STARTED:5.1f}s] {message}", flush=True)
 
 
-def _runs_since(instance: DagsterInstance, location: CodeLocation, since: float) -> list[Any]:
-    runs = instance.get_runs(RunsFilter(created_after=_utc(since)))
-    return [
-        r
-        for r in runs
-        if r.remote_job_origin is not None and r.remote_job_origin.location_name == location.name
-    ]
-
-
-def _utc(timestamp: float) -> Any:
-    from datetime import UTC, datetime
-
+def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
 
 
-def wait_for_location(
-    instance: DagsterInstance, location: CodeLocation, since: float, timeout: float
-) -> float:
-    """Wait until the runs automation started in ``location`` after ``since`` have all finished."""
+def wait_for_automation(
+    instance: DagsterInstance,
+    locations: list[CodeLocation],
+    since: float,
+    timeout: float,
+    settle: float = 15.0,
+) -> None:
+    """Wait until automation has run every downstream location and gone quiet.
+
+    A downstream run may start before its upstream run ends (dbt's gold models finish before
+    the exports in the same run), so every run created after ``since`` counts. Done when
+    each location has a finished run, none is still going, and no new run appeared for
+    ``settle`` seconds (a few automation ticks).
+    """
+    names = {loc.name for loc in locations}
     deadline = time.monotonic() + timeout
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
+    quiet_since = time.monotonic()
     while time.monotonic() < deadline:
-        runs = _runs_since(instance, location, since)
-        for run in runs:
-            if run.run_id not in seen:
-                seen.add(run.run_id)
-                say(f"{location.name}: automation started run {run.run_id[:8]} ({run.job_name})")
-        failed = [
-            r for r in runs if r.status in {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+        runs = [
+            run
+            for run in instance.get_runs(RunsFilter(created_after=_utc(since)))
+            if run.remote_job_origin is not None and run.remote_job_origin.location_name in names
         ]
-        if failed:
-            raise StackError(
-                f"run {failed[0].run_id} in {location.name} ended {failed[0].status.value}; "
-                f"see it in the UI (make dev) or the logs under {instance.root_directory}"
-            )
-        if runs and all(r.status in FINISHED for r in runs):
-            finished = max(_end_time(instance, r.run_id) for r in runs)
-            say(
-                f"{location.name}: {len(runs)} run(s) succeeded, the last ending {time.time() - finished:.1f} s ago"
-            )
-            return finished
+        for run in sorted(runs, key=lambda r: r.run_id):
+            location = run.remote_job_origin.location_name  # type: ignore[union-attr]
+            if seen.get(run.run_id) != run.status.value:
+                if run.run_id not in seen:
+                    quiet_since = time.monotonic()
+                seen[run.run_id] = run.status.value
+                say(f"{location}: run {run.run_id[:8]} {run.status.value} (started by automation)")
+            if run.status in {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}:
+                raise StackError(
+                    f"run {run.run_id} in {location} ended {run.status.value}; see it in the UI "
+                    f"(make dev) or the logs under {instance.root_directory}"
+                )
+        finished = {
+            r.remote_job_origin.location_name  # type: ignore[union-attr]
+            for r in runs
+            if r.status == DagsterRunStatus.SUCCESS
+        }
+        busy = any(r.status not in FINISHED for r in runs)
+        if finished == names and not busy and time.monotonic() - quiet_since >= settle:
+            return
         time.sleep(1)
+    missing = sorted(
+        names - {r.remote_job_origin.location_name for r in runs if r.remote_job_origin}
+    )
     raise StackError(
-        f"no finished run in {location.name} within {timeout:.0f} s after its upstream; is its "
-        "automation sensor running? (UI -> Automation)"
+        f"automation did not finish within {timeout:.0f} s; no run yet in {missing or 'none'}: "
+        "are the automation sensors running? (UI -> Automation)"
     )
 
 
@@ -126,8 +137,7 @@ def run_demo(config: StackConfig, timeout: float = 600) -> int:
             )
             since = _wait_for_run(instance, run_id, timeout)
             say(f"ingestion: run {run_id[:8]} succeeded in {since - launched_at:.1f} s")
-            for location in downstream:
-                since = wait_for_location(instance, location, since - 1, timeout)
+            wait_for_automation(instance, downstream, launched_at, timeout)
             summary = {**summaries(), "seconds": round(time.monotonic() - started, 1)}
         except KeyboardInterrupt:
             say("interrupted")

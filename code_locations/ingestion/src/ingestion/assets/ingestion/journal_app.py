@@ -5,7 +5,7 @@ from data_platform.resources import PostgresResource
 from psycopg import sql
 
 from ingestion.raw_tables import ensure_tables, load, read_cursor, table_name
-from ingestion.records import GameType, JournalEntry, Record, User
+from ingestion.records import GameType, JournalEntry, Record, User, endpoint_path
 from ingestion.resources.journal_api import JournalApiResource
 
 
@@ -14,6 +14,7 @@ def ingest(
     record_type: type[Record],
     postgres: PostgresResource,
     journal_api: JournalApiResource,
+    asset_key: dg.AssetKey,
 ) -> dg.MaterializeResult:
     """Fetch what changed since the last successful load and upsert it, all or nothing."""
     table = table_name(record_type)
@@ -22,7 +23,7 @@ def ingest(
         with conn.transaction():
             # load() locks the table first, so two runs of one asset queue instead of interleaving
             since = read_cursor(conn, record_type)
-            context.log.info(f"fetching /api/v1/{record_type.endpoint} updated since {since}")
+            context.log.info(f"fetching {endpoint_path(record_type)} updated since {since}")
             pages = journal_api.fetch(record_type, since, on_retry=context.log.warning)
             result = load(conn, record_type, pages, since)
         (total,) = conn.execute(
@@ -33,6 +34,7 @@ def ingest(
         f"updated {result.updated}, unchanged {result.unchanged}; {total} rows in total"
     )
     return dg.MaterializeResult(
+        asset_key=asset_key,
         metadata={
             "table": table,
             "fetched": result.fetched,
@@ -41,34 +43,50 @@ def ingest(
             "row_count": dg.MetadataValue.int(total),
             "updated_since": str(result.updated_since),
             "cursor": str(result.new_cursor),
-        }
+        },
     )
 
 
-def raw_asset(name: str, record_type: type[Record], description: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=name,
+def raw_spec(name: str, record_type: type[Record], description: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        name,
         group_name="ingestion",
         kinds={"postgres", "api"},
         description=description,
-        metadata={"table": table_name(record_type), "endpoint": f"/api/v1/{record_type.endpoint}"},
+        metadata={"table": table_name(record_type), "endpoint": endpoint_path(record_type)},
     )
-    def _asset(
-        context: dg.AssetExecutionContext,
-        postgres: PostgresResource,
-        journal_api: JournalApiResource,
-    ) -> dg.MaterializeResult:
-        return ingest(context, record_type, postgres, journal_api)
-
-    return _asset
 
 
-api_users = raw_asset("api_users", User, "Users of the journal app, in raw.users.")
-get_game_types_from_api = raw_asset(
-    "get_game_types_from_api", GameType, "Game types of the journal app, in raw.game_types."
-)
-journal_entries = raw_asset(
-    "journal_entries",
-    JournalEntry,
-    "Journal entries (a game played: duration, score, mood 1-5), in raw.journal_entries.",
-)
+ENDPOINTS: dict[type[Record], dg.AssetSpec] = {
+    User: raw_spec("api_users", User, "Users of the journal app, in raw.users."),
+    GameType: raw_spec(
+        "get_game_types_from_api", GameType, "Game types of the journal app, in raw.game_types."
+    ),
+    JournalEntry: raw_spec(
+        "journal_entries",
+        JournalEntry,
+        "Journal entries (a game played: duration, score, mood 1-5), in raw.journal_entries.",
+    ),
+}
+
+
+@dg.multi_asset(specs=list(ENDPOINTS.values()), can_subset=True, name="journal_app")
+def journal_app(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, journal_api: JournalApiResource
+):
+    """Each selected endpoint loads in its own transaction; their materializations are
+    reported together at the end, so downstream automation reacts once to a whole batch
+    instead of once per endpoint. An endpoint that fails does not stop the others; the run
+    still fails, naming it, and what loaded is reported."""
+    results, errors = [], []
+    for record_type, spec in ENDPOINTS.items():
+        if spec.key not in context.selected_asset_keys:
+            continue
+        try:
+            results.append(ingest(context, record_type, postgres, journal_api, spec.key))
+        except Exception as error:  # noqa: BLE001 - re-raised below, after the others ran
+            context.log.error(f"{endpoint_path(record_type)} failed: {error}")
+            errors.append(error)
+    yield from results
+    if errors:
+        raise errors[0]
