@@ -1,8 +1,10 @@
 """End to end on the local stack, the way a user drives it: `make demo`, then `make dev`.
 
 The demo launches only ingestion; the transformation and feature-store runs must follow by
-themselves. Then `dev` on the same state shows those runs in the UI's GraphQL API, and a
-Ctrl-C (SIGINT to the process group, as a terminal sends it) leaves no port of the stack open.
+themselves. Then `dev` on the same state shows those runs in the UI's GraphQL API, serves
+the features from the feature server (Redis kept them across the restart) equal to gold, and
+a Ctrl-C (SIGINT to the process group, as a terminal sends it) leaves no port of the stack
+open.
 """
 
 import json
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from data_platform.local.processes import free_port, port_answers
 from data_platform.locations import LOCATIONS
@@ -46,6 +49,27 @@ def stack_command(env: dict[str, str], *args: str) -> list[str]:
 def stack_ports(env: dict[str, str]) -> list[int]:
     named = [int(v) for k, v in env.items() if k.startswith("PLATFORM_") and k.endswith("_PORT")]
     return named + [loc.port for loc in LOCATIONS]
+
+
+def latest_gold(env: dict[str, str], users: list[int]) -> dict[int, tuple]:
+    secrets = dict(
+        line.split("=", 1)
+        for line in Path(env["STATE_DIR"], "secrets.env").read_text().splitlines()
+    )
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=int(env["PLATFORM_POSTGRES_PORT"]),
+        user="platform",
+        password=secrets["POSTGRES_PASSWORD"],
+        dbname="warehouse",
+    ) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT ON (user_id) user_id, entries_30d, favorite_game_type "
+            "FROM gold.user_journal_features WHERE user_id = ANY(%s) "
+            "ORDER BY user_id, feature_date DESC",
+            [users],
+        ).fetchall()
+    return {user: (entries, favorite) for user, entries, favorite in rows}
 
 
 def test_demo_runs_the_pipeline_and_prints_one_json_line(stack_env):
@@ -95,6 +119,24 @@ def test_dev_shows_the_demo_runs_and_ctrl_c_stops_everything(stack_env):
             if r["status"] == "SUCCESS"
         }
         assert locations == {loc.name for loc in LOCATIONS}
+
+        # the analyzer's view: features served after a restart (Redis kept them) equal gold
+        users = [1, 2, 3]
+        served = httpx.post(
+            f"http://127.0.0.1:{stack_env['PLATFORM_FEATURE_SERVER_PORT']}/get-online-features",
+            json={
+                "features": [
+                    "user_journal_features:entries_30d",
+                    "user_journal_features:favorite_game_type",
+                ],
+                "entities": {"user_id": users},
+            },
+            timeout=60,
+        ).json()
+        columns = dict(zip(served["metadata"]["feature_names"], served["results"], strict=True))
+        gold = latest_gold(stack_env, users)
+        assert columns["entries_30d"]["values"] == [gold[u][0] for u in users]
+        assert columns["favorite_game_type"]["values"] == [gold[u][1] for u in users]
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         output, _ = process.communicate(timeout=120)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from data_platform.resources import copy_into
 from psycopg import sql
 
 from ingestion.records import (
@@ -108,7 +109,6 @@ def load(
     names = [name for name, _ in columns(record_type)]
     target = _table(record_type)
     incoming = sql.Identifier(f"incoming_{record_type.table}")
-    column_list = sql.SQL(", ").join(map(sql.Identifier, names))
     conn.execute("SET LOCAL TimeZone = 'UTC'")  # a timestamp without offset means UTC
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
     (max_id,) = conn.execute(
@@ -119,7 +119,6 @@ def load(
             incoming, target
         )
     )
-    copy_into = sql.SQL("COPY {} ({}) FROM STDIN")
     as_text = CopyText(record_type)
     fetched, newest = 0, updated_since
     seen: set[int] = set()
@@ -128,7 +127,7 @@ def load(
     with conn.cursor() as cursor:
         with (
             _rejections_named(record_type, appended),
-            cursor.copy(copy_into.format(target, column_list)) as copy,
+            copy_into(cursor, target, names) as copy,
         ):
             for records in pages:
                 ids = [record.id for record in records]
@@ -152,7 +151,7 @@ def load(
             upsert_ids = [record.id for record in to_upsert]
             with (
                 _rejections_named(record_type, upsert_ids),
-                cursor.copy(copy_into.format(incoming, column_list)) as copy,
+                copy_into(cursor, incoming, names) as copy,
             ):
                 copy.write(as_text(to_upsert))
             updated, inserted = _upsert(cursor, target, incoming, names)

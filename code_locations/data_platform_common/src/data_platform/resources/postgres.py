@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import dagster as dg
@@ -65,14 +65,24 @@ class PostgresResource(dg.ConfigurableResource):
         columns: Sequence[str],
         rows: Iterable[Sequence[Any]],
     ) -> int:
-        """COPY rows into ``table`` on an open cursor (so it joins the caller's transaction)."""
-        target = sql.Identifier(*table.split(".")) if isinstance(table, str) else table
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            target, sql.SQL(", ").join(map(sql.Identifier, columns))
-        )
+        """COPY row tuples into ``table`` on an open cursor (so it joins the caller's
+        transaction); the number of rows written."""
         count = 0
-        with cursor.copy(statement) as copy:
+        with copy_into(cursor, table, columns) as copy:
             for row in rows:
                 copy.write_row(row)
                 count += 1
         return count
+
+
+def copy_into(
+    cursor: psycopg.Cursor[Any], table: str | sql.Composable, columns: Sequence[str]
+) -> AbstractContextManager[psycopg.Copy]:
+    """``COPY table (columns) FROM STDIN`` in text format on an open cursor: write rows with
+    ``write_row`` or whole blocks of COPY text with ``write``. Nothing is visible to others
+    until the caller's transaction commits, and a rollback leaves no row behind."""
+    target = sql.Identifier(*table.split(".")) if isinstance(table, str) else table
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        target, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    return cursor.copy(statement)
