@@ -18,16 +18,19 @@ def test_a_failed_copy_leaves_nothing_behind(warehouse):
     with warehouse.connect() as conn:
         conn.execute("CREATE TABLE scores (id bigint PRIMARY KEY, score int)")
         conn.execute("INSERT INTO scores VALUES (1, 1)")
-    with pytest.raises(psycopg.errors.UniqueViolation), warehouse.connect() as conn:
-        with conn.cursor() as cursor:
-            warehouse.copy_rows(cursor, "scores", ["id", "score"], [(2, 2), (3, 3)])
-            warehouse.copy_rows(cursor, "scores", ["id", "score"], [(1, 9)])
+    with (
+        pytest.raises(psycopg.errors.UniqueViolation),
+        warehouse.connect() as conn,
+        conn.cursor() as cursor,
+    ):
+        warehouse.copy_rows(cursor, "scores", ["id", "score"], [(2, 2), (3, 3)])
+        warehouse.copy_rows(cursor, "scores", ["id", "score"], [(1, 9)])
     with warehouse.connect() as conn:
         assert conn.execute("SELECT id, score FROM scores").fetchall() == [(1, 1)]
 
 
 def test_connection_errors_name_the_server_and_database(warehouse):
     unreachable = warehouse.model_copy(update={"port": 1, "connect_timeout_seconds": 2})
-    with pytest.raises(ConnectionError, match=r"cannot connect to Postgres at 127\.0\.0\.1:1 database"):
-        with unreachable.connect():
-            pass
+    expected = r"cannot connect to Postgres at 127\.0\.0\.1:1 database"
+    with pytest.raises(ConnectionError, match=expected), unreachable.connect():
+        pass
