@@ -7,6 +7,9 @@ UV_VERSION := 0.13.9
 export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
+# compile bytecode at install: machines that set PYTHONDONTWRITEBYTECODE would otherwise
+# recompile dagster, dbt and Feast from source in every code server, run and CLI call
+export UV_COMPILE_BYTECODE := 1
 # uv from PATH when present, else a private copy under .tools/ (installed by `make install`)
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 export UV
