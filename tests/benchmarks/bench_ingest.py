@@ -1,9 +1,10 @@
 """Benchmark: ingest 1,000,000 journal entries from the dev upstream; compare with plain COPY.
 
-Not a test: it prints figures. The baseline is measured in the same run, on the same database:
-the same rows, already in binary COPY format in memory, copied into a table shaped like
-raw.journal_entries (primary key included). The ratio says how much of COPY's speed the whole
-ingestion path keeps (HTTP, JSON validation, COPY into a temporary table, upsert, cursor).
+Not a test: it prints figures. The baselines are measured in the same run, on the same
+database: the same rows, already in memory in COPY's binary and text formats, copied into a
+table shaped like raw.journal_entries (primary key included). The ratios say how much of
+COPY's speed the whole ingestion path keeps (HTTP, JSON validation, COPY, upsert, cursor);
+binary COPY, which skips parsing timestamps, is the stricter of the two.
 
     python -m tests.benchmarks.bench_ingest [--entries 1000000] [--users 10000]
 """
@@ -68,29 +69,9 @@ def run(servers: LocalServers, args: argparse.Namespace) -> None:
     assert loaded == args.entries, f"expected {args.entries} rows, loaded {loaded}"
 
     with psycopg.connect(warehouse.conninfo(), autocommit=True) as conn:
-        buffer = io.BytesIO()
-        with conn.cursor().copy(
-            f"COPY (SELECT {COLUMNS} FROM raw.journal_entries) TO STDOUT (FORMAT BINARY)"
-        ) as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-        conn.execute("CREATE TABLE copy_baseline (LIKE raw.journal_entries INCLUDING ALL)")
-        data = buffer.getvalue()
-        started = time.perf_counter()
-        with (
-            conn.transaction(),
-            conn.cursor().copy(
-                f"COPY copy_baseline ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
-            ) as copy,
-        ):
-            for offset in range(0, len(data), 1 << 20):
-                copy.write(data[offset : offset + (1 << 20)])
-        copy_seconds = time.perf_counter() - started
-        (copied,) = conn.execute("SELECT count(*) FROM copy_baseline").fetchone() or (0,)
-    assert copied == loaded
+        baselines = {fmt: plain_copy(conn, fmt, loaded) for fmt in ("binary", "text")}
 
     ingest_rate = loaded / ingest_seconds
-    copy_rate = copied / copy_seconds
     print(
         f"journal entries ingested     : {loaded:,} rows in {ingest_seconds:.2f} s = {ingest_rate:,.0f} rows/s"
     )
@@ -98,10 +79,38 @@ def run(servers: LocalServers, args: argparse.Namespace) -> None:
         f"  (the asset's step: HTTP pages of {args.page_size:,}, validation, COPY, upsert, cursor;"
     )
     print(f"   the whole in-process Dagster run around it took {run_seconds:.2f} s)")
-    print(
-        f"plain COPY of the same rows  : {copied:,} rows in {copy_seconds:.2f} s = {copy_rate:,.0f} rows/s"
-    )
-    print(f"ratio ingest / COPY          : {ingest_rate / copy_rate:.2f}  (goal >= 0.50)")
+    for fmt, seconds in baselines.items():
+        rate = loaded / seconds
+        print(
+            f"plain COPY, {fmt + ' format':<14}   : {loaded:,} rows in {seconds:.2f} s = {rate:,.0f} rows/s"
+            f"  -> ratio ingest / COPY {ingest_rate / rate:.2f}"
+        )
+    print("goal: ratio >= 0.50 (binary COPY is the stricter baseline)")
+
+
+def plain_copy(conn: psycopg.Connection, fmt: str, expected: int) -> float:
+    """Seconds to COPY the loaded rows, already in memory in ``fmt``, into a fresh table
+    shaped like raw.journal_entries (primary key included)."""
+    buffer = io.BytesIO()
+    with conn.cursor().copy(
+        f"COPY (SELECT {COLUMNS} FROM raw.journal_entries) TO STDOUT (FORMAT {fmt})"
+    ) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    table = f"copy_baseline_{fmt}"
+    conn.execute(f"CREATE TABLE {table} (LIKE raw.journal_entries INCLUDING ALL)")
+    data = buffer.getvalue()
+    started = time.perf_counter()
+    with (
+        conn.transaction(),
+        conn.cursor().copy(f"COPY {table} ({COLUMNS}) FROM STDIN (FORMAT {fmt})") as copy,
+    ):
+        for offset in range(0, len(data), 1 << 20):
+            copy.write(data[offset : offset + (1 << 20)])
+    seconds = time.perf_counter() - started
+    (copied,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,)
+    assert copied == expected, f"{table} has {copied} rows, expected {expected}"
+    return seconds
 
 
 if __name__ == "__main__":
