@@ -41,10 +41,10 @@ def warehouse(location: str) -> PostgresResource:
 
 
 def online_store(location: str) -> RedisResource:
-    """The Redis online store."""
-    del location  # Redis has no client name per location worth setting
+    """The Redis online store, its connections named after the calling location."""
     return RedisResource(
         host=dg.EnvVar(REDIS_HOST),
         port=dg.EnvVar.int(REDIS_PORT),
         password=dg.EnvVar(REDIS_PASSWORD),
+        client_name=f"dagster-{location}",
     )

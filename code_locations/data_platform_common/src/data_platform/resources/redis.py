@@ -13,6 +13,7 @@ class RedisResource(dg.ConfigurableResource):
     password: str = Field(default="", description="from a Kubernetes Secret or the local stack")
     db: int = 0
     socket_timeout_seconds: float = 5.0
+    client_name: str = Field(default="", description="shown by CLIENT LIST, like application_name")
 
     def client(self) -> redis.Redis:
         return redis.Redis(
@@ -22,6 +23,7 @@ class RedisResource(dg.ConfigurableResource):
             db=self.db,
             socket_timeout=self.socket_timeout_seconds,
             socket_connect_timeout=self.socket_timeout_seconds,
+            client_name=self.client_name or None,
         )
 
     def ping(self) -> bool:
