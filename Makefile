@@ -34,13 +34,13 @@ $(CURDIR)/.tools/bin/uv:
 install: .venv/.installed ## Install uv (if missing) and every Python dependency from uv.lock
 
 dev: install ## Run the whole stack locally; UI at http://127.0.0.1:3000, Ctrl-C stops it
-	$(RUN) python -m data_platform.local.stack dev --state-dir $(STATE_DIR) $(ARGS)
+	$(RUN) python -m data_platform_dev.stack dev --state-dir $(STATE_DIR) $(ARGS)
 
 demo: install ## Bring the stack up headless, run the pipeline, print one JSON line, stop
-	$(RUN) python -m data_platform.local.stack demo --state-dir $(STATE_DIR) $(ARGS)
+	$(RUN) python -m data_platform_dev.stack demo --state-dir $(STATE_DIR) $(ARGS)
 
 stop: install ## Stop a stack left running (by a killed terminal, say)
-	$(RUN) python -m data_platform.local.stack stop --state-dir $(STATE_DIR)
+	$(RUN) python -m data_platform_dev.stack stop --state-dir $(STATE_DIR)
 
 test: install ## Run every test (starts its own Postgres, Redis and upstream API)
 	$(RUN) pytest

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from data_platform.local.processes import free_port, port_answers
 from data_platform.locations import LOCATIONS
+from data_platform_dev.stack.processes import free_port, port_answers
 
 pytestmark = pytest.mark.stack
 
@@ -41,7 +41,7 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def stack_command(env: dict[str, str], *args: str) -> list[str]:
     return [
-        sys.executable, "-m", "data_platform.local.stack", *args,
+        sys.executable, "-m", "data_platform_dev.stack", *args,
         "--state-dir", env["STATE_DIR"], "--users", str(USERS), "--entries", str(ENTRIES),
     ]  # fmt: skip
 

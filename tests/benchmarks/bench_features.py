@@ -29,9 +29,9 @@ from typing import Any
 import httpx
 import psycopg
 import redis
-from data_platform.local.postgres import LocalPostgres
-from data_platform.local.processes import ManagedProcess, free_port, wait_until
-from data_platform.local.servers import local_servers
+from data_platform_dev.stack.postgres import LocalPostgres
+from data_platform_dev.stack.processes import ManagedProcess, free_port, wait_until
+from data_platform_dev.stack.servers import local_servers
 
 VIEW = "user_journal_features"
 # users have 1..days daily rows ending today; as dbt builds them, no row lies in the future

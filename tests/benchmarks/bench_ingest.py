@@ -19,10 +19,10 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
-from data_platform.local.servers import LocalServers, local_servers
-from ingestion.assets.ingestion.journal_app import journal_app
+from data_platform_dev.stack.servers import LocalServers, local_servers
+from ingestion.defs.assets.ingestion.journal_app import journal_app
+from ingestion.journal_api import JournalApiResource
 from ingestion.records import JournalEntry
-from ingestion.resources.journal_api import JournalApiResource
 
 COLUMNS = "id, created_at, updated_at, user_id, game_type_id, duration_minutes, score, mood"
 

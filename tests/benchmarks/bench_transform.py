@@ -19,11 +19,11 @@ from typing import Any
 
 import dagster as dg
 import psycopg
-from data_platform.local.journal_api.process import JournalApiProcess
-from data_platform.local.servers import LocalServers, local_servers
 from data_platform.resources import PostgresResource
-from ingestion.assets.ingestion.journal_app import journal_app
-from ingestion.resources.journal_api import JournalApiResource
+from data_platform_dev.journal_api.process import JournalApiProcess
+from data_platform_dev.stack.servers import LocalServers, local_servers
+from ingestion.defs.assets.ingestion.journal_app import journal_app
+from ingestion.journal_api import JournalApiResource
 
 MODELS = ("stg_journal_entries", "user_journal_features", "game_type_stats")
 

@@ -14,10 +14,10 @@ import redis
 from data_platform import settings
 from data_platform.resources import PostgresResource, RedisResource
 from feast import FeatureStore
-from feature_store.assets.online_store.checks import online_features_fresh, online_matches_gold
-from feature_store.assets.online_store.materialize import materialize_user_journal_features
+from feature_store.defs.assets.online_store.checks import online_features_fresh, online_matches_gold
+from feature_store.defs.assets.online_store.materialize import materialize_user_journal_features
 from feature_store.feast_config import DEFAULT_REPO_PATH, FEAST_REPO_PATH, open_feature_store
-from feature_store.resources.feast import FeastResource
+from feature_store.feast_resource import FeastResource
 
 GOLD_DDL = """
 CREATE SCHEMA gold;

@@ -2,14 +2,13 @@
 location the way production does)."""
 
 import dagster as dg
-from data_platform.discovery import build_location_definitions
 from feature_store import LOCATION
+from feature_store.definitions import defs
 
 ASSET = dg.AssetKey("materialize_user_journal_features")
 
 
 def test_asset_graph():
-    defs = build_location_definitions(LOCATION, "feature_store")
     graph = defs.resolve_asset_graph()
     node = graph.get(ASSET)
     assert node.parent_keys == {

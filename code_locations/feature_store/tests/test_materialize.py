@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from data_platform.local.processes import wait_until
+from data_platform_dev.stack.processes import wait_until
 from feature_store.registry_lock import registry_lock
 
 

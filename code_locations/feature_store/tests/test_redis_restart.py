@@ -1,6 +1,6 @@
 """Online features survive a Redis restart: the local stack's Redis persists an append-only file."""
 
-from data_platform.local.processes import wait_until
+from data_platform_dev.stack.processes import wait_until
 
 
 def test_restarted_redis_serves_the_same_features(

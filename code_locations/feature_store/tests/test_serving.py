@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from data_platform.local.processes import ManagedProcess, free_port, wait_until
+from data_platform_dev.stack.processes import ManagedProcess, free_port, wait_until
 from feature_store.demo_summary import summary
 
 
@@ -50,7 +50,7 @@ def test_feature_server_serves_reads_only(feature_server, gold_expected):
 
 
 def test_demo_summary_reads_back_through_feast(run_feature_store, gold, gold_expected):
-    """What `make demo` prints for this location (data_platform.local.demo calls summary())."""
+    """What `make demo` prints for this location (data_platform_dev.stack.demo calls summary())."""
     assert run_feature_store().success
     printed = summary()
     expected = gold_expected()

@@ -4,10 +4,10 @@ from typing import Any
 import dagster as dg
 import psycopg
 import pytest
-from data_platform.local.journal_api.process import JournalApiProcess
 from data_platform.resources import PostgresResource
-from ingestion.assets.ingestion.journal_app import journal_app
-from ingestion.resources.journal_api import JournalApiResource
+from data_platform_dev.journal_api.process import JournalApiProcess
+from ingestion.defs.assets.ingestion.journal_app import journal_app
+from ingestion.journal_api import JournalApiResource
 
 RAW_TABLES = ("raw.users", "raw.game_types", "raw.journal_entries")
 

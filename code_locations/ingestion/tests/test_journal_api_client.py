@@ -3,9 +3,9 @@
 from datetime import datetime
 
 import pytest
-from data_platform.local.journal_api.process import JournalApiProcess
+from data_platform_dev.journal_api.process import JournalApiProcess
+from ingestion.journal_api import UpstreamUnavailableError
 from ingestion.records import JournalEntry, UpstreamError, User
-from ingestion.resources.journal_api import UpstreamUnavailableError
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from typing import Any
 import dagster as dg
 import httpx
 import pytest
-from data_platform.local.journal_api.process import JournalApiProcess
-from data_platform.local.processes import ManagedProcess, free_port, wait_until
 from data_platform.resources import PostgresResource
-from ingestion.assets.ingestion.journal_app import journal_app
-from ingestion.resources.journal_api import JournalApiResource
+from data_platform_dev.journal_api.process import JournalApiProcess
+from data_platform_dev.stack.processes import ManagedProcess, free_port, wait_until
+from ingestion.defs.assets.ingestion.journal_app import journal_app
+from ingestion.journal_api import JournalApiResource
 
 
 def _environment(warehouse: PostgresResource) -> dict[str, str]:
@@ -62,8 +62,8 @@ def ingest(warehouse: PostgresResource) -> Callable[[JournalApiProcess], dg.Exec
 @pytest.fixture
 def build_gold(dbt_warehouse: PostgresResource) -> Callable[[], dg.ExecuteInProcessResult]:
     """`dbt build` of every model and test through the location's dbt_analytics asset."""
-    from transformation.assets.transformations.dbt_assets import dbt_analytics
     from transformation.dbt_config import dbt_cli
+    from transformation.defs.assets.transformations.dbt_assets import dbt_analytics
 
     return lambda: dg.materialize([dbt_analytics], resources={"dbt": dbt_cli()})
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dagster as dg
 from data_platform.resources import PostgresResource
-from ingestion.assets.ingestion.journal_app import journal_app
-from ingestion.resources.journal_api import JournalApiResource
+from ingestion.defs.assets.ingestion.journal_app import journal_app
+from ingestion.journal_api import JournalApiResource
 from transformation.definitions import defs
 
 DBT_MODELS = {

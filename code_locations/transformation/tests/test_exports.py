@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 from data_platform.resources import PostgresResource
-from transformation.assets.exports.gold_parquet import gold_parquet_exports, object_name
+from transformation.defs.assets.exports.gold_parquet import gold_parquet_exports, object_name
 from transformation.object_store import ExportStore
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

@@ -20,7 +20,7 @@ from transformation.manifest import (
 
 
 def test_manifest_in_use_matches_dbt_project() -> None:
-    from transformation.assets.transformations import dbt_assets  # loads it like the location
+    from transformation.defs.assets.transformations import dbt_assets  # loads it like the location
 
     del dbt_assets
     drift = manifest_drift(dbt_project)

@@ -1,5 +1,7 @@
-from data_platform.discovery import build_location_definitions
+"""The feature_store location: everything under defs/, loaded by Dagster's defs-folder loader."""
+
+from data_platform.definitions import location_definitions
 
 from feature_store import LOCATION
 
-defs = build_location_definitions(LOCATION, "feature_store")
+defs = location_definitions(LOCATION, __file__)

@@ -1,4 +1,4 @@
-"""The feature store's part of `make demo`'s JSON line (data_platform.local.demo imports it)."""
+"""The feature store's part of `make demo`'s JSON line (data_platform_dev.stack.demo imports it)."""
 
 from typing import Any
 

@@ -4,9 +4,9 @@ from typing import Any
 
 from psycopg import sql
 
+from ingestion.defs.resources.warehouse import postgres
 from ingestion.raw_tables import table_name
 from ingestion.records import RECORD_TYPES
-from ingestion.resources.warehouse import postgres
 
 
 def summary() -> dict[str, Any]:

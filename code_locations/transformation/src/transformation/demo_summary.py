@@ -1,4 +1,4 @@
-"""The transformation location's part of `make demo`'s JSON line (data_platform.local.demo
+"""The transformation location's part of `make demo`'s JSON line (data_platform_dev.stack.demo
 imports it and calls summary() with the stack's environment in place)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from data_platform import settings
 from data_platform.resources import PostgresResource
 
 from transformation import LOCATION
+from transformation.defs.resources.exports import export_store
 from transformation.gold_tables import GOLD_TABLES
 from transformation.object_store import ExportStore
-from transformation.resources.exports import export_store
 
 
 def gold_rows(postgres: PostgresResource) -> dict[str, int]:

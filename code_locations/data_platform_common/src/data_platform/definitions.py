@@ -1,0 +1,153 @@
+"""A code location's one ``Definitions``: Dagster's own defs-folder loader, plus what it lacks.
+
+``dg.load_from_defs_folder`` imports every module under a location's ``defs/`` and collects
+everything defined there. Three things it does not do, added here and nothing else:
+
+- name both modules when two define the same asset key, asset check, job/schedule/sensor name
+  or resource key (Dagster fails such a load, but without saying where the two copies live),
+  and refuse a module that holds a ``Definitions`` object beside loose definitions (the loader
+  would keep the object and silently drop the rest);
+- add a RUNNING automation sensor when the location has automated assets (Dagster's implicit
+  one starts STOPPED, leaving cross-location automation waiting for a click);
+- run steps in the run's own process by default (a run is already its own process, a
+  Kubernetes Job in production; a subprocess per step would import the location again).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+from dagster.components.definitions import LazyDefinitions
+
+
+class DuplicateDefinitionError(Exception):
+    """Two modules define the same asset key, check, job, schedule, sensor or resource name."""
+
+
+_JOB_KINDS = (
+    dg.JobDefinition,
+    UnresolvedAssetJobDefinition,
+    dg.ScheduleDefinition,
+    dg.SensorDefinition,
+)
+
+
+def _names(obj: Any) -> Iterator[tuple[str, str]]:
+    """(kind, name) pairs that a loose module-level object claims in a location."""
+    if isinstance(obj, dg.AssetChecksDefinition):
+        for key in obj.check_keys:
+            yield "asset check", key.to_user_string()
+    elif isinstance(obj, dg.AssetsDefinition):
+        for key in obj.keys:
+            yield "asset key", key.to_user_string()
+        for key in obj.check_keys:
+            yield "asset check", key.to_user_string()
+    elif isinstance(obj, dg.AssetSpec | dg.SourceAsset):
+        yield "asset key", obj.key.to_user_string()
+    elif isinstance(obj, _JOB_KINDS):
+        yield "job, schedule or sensor name", obj.name
+
+
+def _claims(module: ModuleType) -> Iterator[tuple[str, str, Any]]:
+    """(kind, name, object) for everything the defs loader will take from ``module``."""
+    members = [obj for _, obj in sorted(vars(module).items())]
+    collections = [m for m in members if isinstance(m, dg.Definitions | LazyDefinitions)]
+    loose = [m for m in members if any(_names(m))]
+    if collections and loose:
+        names = ", ".join(sorted({name for obj in loose for _, name in _names(obj)}))
+        raise DuplicateDefinitionError(
+            f"{module.__name__} holds a Definitions object and loose definitions ({names}); "
+            "Dagster's loader keeps only the Definitions object. Put the loose ones in it, or "
+            "move them to a module of their own."
+        )
+    for obj in loose:
+        for kind, name in _names(obj):
+            yield kind, name, obj
+    for collection in collections:
+        if isinstance(collection, LazyDefinitions):
+            continue  # built lazily with a context: Dagster's own merge reports its clashes
+        for obj in [*(collection.assets or []), *(collection.asset_checks or [])]:
+            for kind, name in _names(obj):
+                yield kind, name, obj
+        for obj in [*(collection.jobs or []), *(collection.schedules or [])]:
+            yield "job, schedule or sensor name", obj.name, obj
+        for obj in collection.sensors or []:
+            yield "job, schedule or sensor name", obj.name, obj
+        for key, resource in (collection.resources or {}).items():
+            yield "resource", key, resource
+
+
+def defs_modules(package: str) -> Iterator[ModuleType]:
+    """``package`` and every module below it, imported in a stable order."""
+    root = importlib.import_module(package)
+    yield root
+    for info in sorted(
+        pkgutil.walk_packages(root.__path__, prefix=f"{package}."), key=lambda i: i.name
+    ):
+        yield importlib.import_module(info.name)
+
+
+def check_unique_names(package: str) -> None:
+    """Fail, naming both modules, when two modules under ``package`` claim one name.
+
+    The same object seen again (a module re-exporting another's asset) is not a clash.
+    """
+    owners: dict[tuple[str, str], tuple[str, Any]] = {}
+    for module in defs_modules(package):
+        for kind, name, obj in _claims(module):
+            first = owners.setdefault((kind, name), (module.__name__, obj))
+            if first[1] is not obj:
+                raise DuplicateDefinitionError(
+                    f"{kind} {name!r} is defined twice: in {first[0]} and in {module.__name__}. "
+                    "Rename one of them or delete the copy."
+                )
+
+
+def automation_sensor(location: str) -> dg.AutomationConditionSensorDefinition:
+    """The sensor that evaluates automation conditions, RUNNING from the first deploy."""
+    return dg.AutomationConditionSensorDefinition(
+        f"{location}_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=5,
+    )
+
+
+def _automated(defs: dg.Definitions) -> bool:
+    return any(
+        spec.automation_condition is not None
+        for asset in defs.assets or []
+        if isinstance(asset, dg.AssetsDefinition)
+        for spec in asset.specs
+    )
+
+
+def location_definitions(
+    location: str,
+    project_module_file: str,
+    executor: dg.ExecutorDefinition = dg.in_process_executor,
+) -> dg.Definitions:
+    """Everything under the location's ``defs/``, checked, with the location's defaults.
+
+    ``project_module_file`` is the calling ``definitions.py`` (``__file__``): its package's
+    ``defs`` folder is loaded, and the dg project (``[tool.dg]`` in pyproject.toml) is found
+    from there. A location that wants steps fanned out passes ``k8s_job_executor``.
+    """
+    package_dir = Path(project_module_file).resolve().parent
+    check_unique_names(f"{package_dir.name}.defs")
+    loaded = dg.load_from_defs_folder(path_within_project=package_dir)
+    extras: list[dg.SensorDefinition] = []
+    if _automated(loaded) and not any(
+        isinstance(s, dg.AutomationConditionSensorDefinition) for s in loaded.sensors or []
+    ):
+        extras.append(automation_sensor(location))
+    return dg.Definitions.merge(loaded, dg.Definitions(sensors=extras, executor=executor))

@@ -1,3 +1,0 @@
-from data_platform.local.journal_api.server import main
-
-main()

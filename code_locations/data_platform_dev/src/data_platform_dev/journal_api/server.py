@@ -1,0 +1,282 @@
+"""The development upstream: a real HTTP server speaking the journal app's REST API.
+
+It runs as its own process on a port (the demo, the tests and the benchmarks start it the
+same way) and can inject the faults an upstream really has: 5xx responses, latency,
+malformed JSON, a dropped field, a field of the wrong type.
+
+    GET  /api/v1/{users,game_types,journal_entries}?updated_since=ISO&limit=N&cursor=TOKEN
+         -> {"data": [...], "next_cursor": TOKEN | null}   rows ordered by (updated_at, id)
+    GET  /health
+    GET|POST /admin/faults   {"error_rate": 0.1, "fail_next": 2, "latency_ms": 50,
+                              "malformed": "journal_entries", "drop_field": "journal_entries.mood",
+                              "wrong_type": "journal_entries.score", "fault_record_id": 17,
+                              "fault_after_pages": 1}
+    POST /admin/advance      {"new_entries": 10, "changed_entries": 5, "new_users": 1}
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import msgspec
+
+from data_platform_dev.journal_api.synthetic import Columns, JournalData
+
+API_PREFIX = "/api/v1/"
+MAX_LIMIT = 50_000
+PageKey = tuple[str, "tuple[int, int] | None", "datetime | None", int]  # table, after, since, limit
+_UNSAFE_TEXT = re.compile(r'["\\\x00-\x1f]')
+
+
+@dataclass
+class Faults:
+    error_rate: float = 0.0
+    fail_next: int = 0
+    latency_ms: int = 0
+    malformed: str | None = None  # table name, or "*"
+    drop_field: str | None = None  # "table.field"
+    wrong_type: str | None = None  # "table.field"
+    fault_record_id: int | None = None  # only this record is damaged (default: every record)
+    fault_after_pages: int = 0  # pages served intact per table before damage starts
+
+    def applies_to(self, spec: str | None, table: str) -> str | None:
+        """The field named by a "table.field" spec when it targets ``table``."""
+        if spec and spec.split(".", 1)[0] == table:
+            return spec.split(".", 1)[1]
+        return None
+
+
+def _encode_columns(cols: Columns) -> bytes:
+    """JSON objects from columns without building a dict per row (the fast path)."""
+    parts: list[str] = []
+    encoded: list[list[Any]] = []
+    for name, values in cols.items():
+        if values and isinstance(values[0], str) and not _UNSAFE_TEXT.search("".join(values)):
+            parts.append(f'"{name}":"%s"')  # plain text: quoted in the template, no escaping
+            encoded.append(values)
+        elif values and isinstance(values[0], int):
+            parts.append(f'"{name}":%d')
+            encoded.append(values)
+        else:
+            parts.append(f'"{name}":%s')
+            encoded.append([msgspec.json.encode(v).decode() for v in values])
+    template = "{" + ",".join(parts) + "}"
+    return ",".join([template % row for row in zip(*encoded, strict=True)]).encode()
+
+
+class JournalApi:
+    """State shared by the request threads: the data, the faults, a page counter per table."""
+
+    def __init__(self, data: JournalData, faults: Faults, seed: int = 0) -> None:
+        self.data = data
+        self.faults = faults
+        self.lock = threading.Lock()
+        self.random = random.Random(seed)
+        self.pages_served: dict[str, int] = {}
+        self.requests = 0
+        # rendered full pages of base rows: immutable until the next advance, like data at rest
+        self.page_cache: dict[PageKey, tuple[bytes, str | None]] = {}
+        self.generation = 0
+
+    def set_faults(self, values: dict[str, Any]) -> Faults:
+        names = {f.name for f in fields(Faults)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(names)}")
+        with self.lock:
+            self.faults = Faults(**values)
+            self.pages_served.clear()
+        return self.faults
+
+    def should_fail(self) -> bool:
+        with self.lock:
+            self.requests += 1
+            if self.faults.fail_next > 0:
+                self.faults.fail_next -= 1
+                return True
+            return self.faults.error_rate > 0 and self.random.random() < self.faults.error_rate
+
+    def _page(self, key: PageKey) -> tuple[bytes, str | None]:
+        """A page's JSON array and the next cursor; full pages of base rows are cached."""
+        table, after, since, limit = key
+        with self.lock:
+            if key in self.page_cache:
+                return self.page_cache[key]
+            generation = self.generation
+            data, next_after = self.data.page(table, since, after, limit)
+        next_cursor = None if next_after is None else f"{next_after[0]}.{next_after[1]}"
+        if isinstance(data, list):  # rows from the change log: small, never cached
+            return msgspec.json.encode(data), next_cursor
+        body = b"[" + _encode_columns(data) + b"]"
+        with self.lock:
+            if generation == self.generation:
+                self.page_cache[key] = (body, next_cursor)
+        return body, next_cursor
+
+    def advance(self, changes: dict[str, int]) -> dict[str, int]:
+        with self.lock:
+            self.generation += 1  # changed rows leave their base pages: drop what was rendered
+            self.page_cache.clear()
+            return self.data.advance(**changes)
+
+    def render_page(self, table: str, query: dict[str, list[str]]) -> bytes:
+        limit = min(int(query.get("limit", ["1000"])[0]), MAX_LIMIT)
+        since_raw = query.get("updated_since", [None])[0]
+        since = datetime.fromisoformat(since_raw) if since_raw else None
+        cursor_raw = query.get("cursor", [None])[0]
+        after = None
+        if cursor_raw:
+            stamp, _, row_id = cursor_raw.partition(".")
+            after = (int(stamp), int(row_id))
+        body, next_cursor = self._page((table, after, since, limit))
+        with self.lock:
+            served = self.pages_served.get(table, 0)
+            self.pages_served[table] = served + 1
+        faults = self.faults
+        damaged = served >= faults.fault_after_pages
+        drop = faults.applies_to(faults.drop_field, table) if damaged else None
+        wrong = faults.applies_to(faults.wrong_type, table) if damaged else None
+        if drop or wrong:
+            rows = msgspec.json.decode(body)
+            for row in rows:
+                if faults.fault_record_id not in (None, row["id"]):
+                    continue
+                if drop:
+                    row.pop(drop, None)
+                if wrong:
+                    row[wrong] = f"not-a-{wrong}"
+            body = msgspec.json.encode(rows)
+        page = b'{"data":' + body + b',"next_cursor":' + msgspec.json.encode(next_cursor) + b"}"
+        if damaged and faults.malformed in (table, "*"):
+            page = page[: max(len(page) // 2, 1)]  # cut mid-document, as a dropped proxy would
+        return page
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: JournalApiServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, value: Any) -> None:
+        self._send(status, msgspec.json.encode(value))
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        return msgspec.json.decode(self.rfile.read(length)) if length else {}
+
+    def do_GET(self) -> None:
+        api = self.server.api
+        url = urlparse(self.path)
+        if url.path == "/health":
+            counts = {name: t.count for name, t in api.data.tables.items()}
+            return self._json(200, {"status": "ok", "counts": counts})
+        if url.path == "/admin/faults":
+            return self._json(200, asdict(api.faults))
+        if url.path.startswith(API_PREFIX):
+            table = url.path[len(API_PREFIX) :].strip("/")
+            if table not in api.data.tables:
+                return self._json(404, {"error": f"no endpoint {url.path}"})
+            if api.faults.latency_ms:
+                time.sleep(api.faults.latency_ms / 1000)
+            if api.should_fail():
+                return self._json(503, {"error": "injected upstream failure"})
+            try:
+                return self._send(200, api.render_page(table, parse_qs(url.query)))
+            except ValueError as error:
+                return self._json(400, {"error": str(error)})
+        return self._json(404, {"error": f"no endpoint {url.path}"})
+
+    def do_POST(self) -> None:
+        api = self.server.api
+        path = urlparse(self.path).path
+        try:
+            body = self._body()
+            if path == "/admin/faults":
+                return self._json(200, asdict(api.set_faults(body)))
+            if path == "/admin/advance":
+                return self._json(200, api.advance(body))
+        except (TypeError, ValueError, msgspec.DecodeError) as error:
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        return self._json(404, {"error": f"no endpoint {path}"})
+
+
+class JournalApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], api: JournalApi, verbose: bool = False) -> None:
+        super().__init__(address, Handler)
+        self.api = api
+        self.verbose = verbose
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=18000)
+    parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--entries", type=int, default=50_000)
+    parser.add_argument("--days", type=int, default=90, help="entries spread over this many days")
+    parser.add_argument(
+        "--end",
+        type=datetime.fromisoformat,
+        help="the moment the data ends, e.g. 2026-06-30 or 2026-06-30T12:00 (default: now, UTC)",
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--verbose", action="store_true")
+    for f in fields(Faults):
+        kind = {"float": float, "int": int}.get(str(f.type).split(" ")[0], str)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    data_options = {
+        "users": args.users,
+        "entries": args.entries,
+        "days": args.days,
+        "seed": args.seed,
+    }
+    if args.end:
+        data_options["end"] = args.end
+    faults = Faults(**{f.name: getattr(args, f.name) for f in fields(Faults)})
+    server = JournalApiServer(
+        (args.host, args.port), JournalApi(JournalData(**data_options), faults), args.verbose
+    )
+    print(
+        f"journal API on http://{args.host}:{args.port}{API_PREFIX} ({args.users} users, {args.entries} entries)",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-"""Assets and asset checks of the feature store location, discovered from every module below."""

@@ -1,0 +1,1 @@
+"""Assets and asset checks of the feature store location."""

@@ -1,0 +1,1 @@
+"""Jobs and schedules of the feature store location."""

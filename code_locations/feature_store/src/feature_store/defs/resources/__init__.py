@@ -1,0 +1,1 @@
+"""Resources of the feature store location: one Definitions(resources=...) per module."""

@@ -1,1 +1,0 @@
-"""Resources of the feature store location; every instance here is discovered by its name."""

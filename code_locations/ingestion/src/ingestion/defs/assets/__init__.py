@@ -1,0 +1,1 @@
+"""Assets of the ingestion location, loaded with everything else under defs/."""

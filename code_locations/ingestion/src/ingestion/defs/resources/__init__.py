@@ -1,0 +1,1 @@
+"""Resources of the ingestion location: one Definitions(resources=...) per module."""

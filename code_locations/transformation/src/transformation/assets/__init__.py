@@ -1,1 +1,0 @@
-"""Assets of the transformation location, discovered recursively by data_platform.discovery."""

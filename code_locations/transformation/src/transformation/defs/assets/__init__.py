@@ -1,0 +1,1 @@
+"""Assets of the transformation location, loaded with everything else under defs/."""

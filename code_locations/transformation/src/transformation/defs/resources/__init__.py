@@ -1,0 +1,1 @@
+"""Resources of the transformation location: one Definitions(resources=...) per module."""

@@ -1,0 +1,7 @@
+"""The dbt CLI over the project in dbt/."""
+
+import dagster as dg
+
+from transformation.dbt_config import dbt_cli
+
+defs = dg.Definitions(resources={"dbt": dbt_cli()})

@@ -1,1 +1,0 @@
-"""Jobs of the transformation location, discovered from every module in this folder."""

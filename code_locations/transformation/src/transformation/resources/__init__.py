@@ -1,1 +1,0 @@
-"""Resources of the transformation location; every instance here is discovered by its name."""

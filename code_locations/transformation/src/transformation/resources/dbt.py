@@ -1,3 +1,0 @@
-from transformation.dbt_config import dbt_cli
-
-dbt = dbt_cli()
