@@ -16,7 +16,7 @@ export UV
 RUN := $(UV) run --frozen
 STATE_DIR ?= .platform
 
-.PHONY: help install dev demo stop test test-fast lint format bench-ingest bench-transform \
+.PHONY: help install dev demo stop test test-fast check-defs snapshot lint format bench-ingest bench-transform \
 	bench-features dbt-manifest render chart-deps kind-up kind-down kind-e2e deploy images
 
 help: ## List the targets
@@ -44,6 +44,12 @@ stop: install ## Stop a stack left running (by a killed terminal, say)
 
 test: install ## Run every test (starts its own Postgres, Redis and upstream API)
 	$(RUN) pytest
+
+check-defs: install ## dg check defs: load every location of the dg workspace (dg.toml), as make test does
+	$(RUN) dg check defs --use-active-venv
+
+snapshot: install ## Rewrite tests/snapshots/asset_graph.json from the current asset graph (review, then commit)
+	$(RUN) python -m data_platform_dev.asset_graph
 
 lint: install ## ruff and mypy
 	$(RUN) ruff check .

