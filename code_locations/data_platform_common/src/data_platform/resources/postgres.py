@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -57,22 +57,6 @@ class PostgresResource(dg.ConfigurableResource):
             ) from error
         with conn:
             yield conn
-
-    def copy_rows(
-        self,
-        cursor: psycopg.Cursor[Any],
-        table: str | sql.Composable,
-        columns: Sequence[str],
-        rows: Iterable[Sequence[Any]],
-    ) -> int:
-        """COPY row tuples into ``table`` on an open cursor (so it joins the caller's
-        transaction); the number of rows written."""
-        count = 0
-        with copy_into(cursor, table, columns) as copy:
-            for row in rows:
-                copy.write_row(row)
-                count += 1
-        return count
 
 
 def copy_into(
