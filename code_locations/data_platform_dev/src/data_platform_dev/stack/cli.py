@@ -207,8 +207,10 @@ class Stack:
         spawn: Callable[[], ManagedProcess] | None,
         ready: Callable[[], bool] = lambda: True,
         on_ready: Callable[[], None] | None = None,
+        name: str | None = None,
     ) -> ManagedProcess:
-        self.services.append(Service(process.name, process, spawn, ready, on_ready=on_ready))
+        service = Service(name or process.name, process, spawn, ready, on_ready=on_ready)
+        self.services.append(service)
         self._record_processes()
         return process
 
@@ -253,7 +255,7 @@ class Stack:
             passwords[settings.POSTGRES_PASSWORD],
             c.logs / "postgres.log",
         )
-        self._supervise(self.postgres.start().process, spawn=None)  # type: ignore[arg-type]
+        self._supervise(self.postgres.start().process, None, name="Postgres")  # type: ignore[arg-type]
         self.say(
             f"Postgres on 127.0.0.1:{c.postgres_port} (databases warehouse, dagster, feast_registry)"
         )
@@ -263,7 +265,7 @@ class Stack:
             passwords[settings.REDIS_PASSWORD],
             c.logs / "redis.log",
         )
-        self._supervise(self.redis.start().process, spawn=None)  # type: ignore[arg-type]
+        self._supervise(self.redis.start().process, None, name="Redis")  # type: ignore[arg-type]
         self.say(f"Redis on 127.0.0.1:{c.redis_port} (append-only persistence)")
         api = self.journal_api = JournalApiProcess(
             c.journal_api_port,

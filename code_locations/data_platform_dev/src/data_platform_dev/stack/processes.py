@@ -273,10 +273,12 @@ class ProcessRecord:
         return " ".join(current.cmdline)[:120] or "(no command line)"
 
     def group_members(self) -> list[int]:
-        """Pids in the process group this process led (its children outlive it there)."""
+        """Live pids in the process group this process led (its children outlive it there)."""
         members = []
         for pid in psutil.pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getpgid(pid) == self.pid:
+            with contextlib.suppress(OSError, psutil.Error):
+                if os.getpgid(pid) == self.pid and (
+                    psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                ):
                     members.append(pid)
         return members
