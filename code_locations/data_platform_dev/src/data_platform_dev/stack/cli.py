@@ -388,11 +388,11 @@ class Stack:
         if self.stopped:
             return
         self.stopped = True
+        apps = [service.process for service in self.services if service.spawn is not None]
+        if self.journal_api is not None and self.journal_api.process is not None:
+            apps.append(self.journal_api.process)  # interrupted before it was supervised
+        stop_all(reversed(apps), timeout=15)  # the same process twice is stopped once
         stores = [server.process for server in (self.redis, self.postgres) if server is not None]
-        apps = [service.process for service in self.services]
-        if self.journal_api is not None:
-            apps.append(self.journal_api.process)  # type: ignore[arg-type]
-        stop_all([p for p in reversed(apps) if p is not None and p not in stores], timeout=15)
         stop_all([p for p in stores if p is not None], timeout=30)
         leftovers = [port for port, _, _ in self.config.ports() if port_answers(port)]
         with contextlib.suppress(FileNotFoundError):
