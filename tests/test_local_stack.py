@@ -29,7 +29,15 @@ import psycopg
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 from data_platform.locations import INGESTION, LOCATIONS
-from data_platform_dev.stack.processes import ProcessRecord, free_port, port_answers
+from data_platform_dev.journal_api.process import JournalApiProcess
+from data_platform_dev.stack.processes import (
+    ManagedProcess,
+    ProcessRecord,
+    StackError,
+    free_port,
+    port_answers,
+)
+from data_platform_dev.stack.supervision import RestartPolicy, Service, supervise_once
 
 pytestmark = pytest.mark.stack
 
@@ -384,3 +392,51 @@ def test_make_stop_signals_only_the_processes_the_stack_started():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def supervise(services: list[Service], until: str, timeout: float = 60) -> list[str]:
+    """Run the supervisor's loop over ``services`` until it says ``until``."""
+    said: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not any(until in line for line in said):
+        assert time.monotonic() < deadline, said
+        supervise_once(services, said.append)
+        time.sleep(0.05)
+    return said
+
+
+def test_a_crashed_upstream_is_restarted(tmp_path):
+    api = JournalApiProcess(free_port(), tmp_path / "journal-api.log", {"users": 5, "entries": 50})
+    api.start()
+    first = api.process
+    assert first is not None
+    try:
+        os.kill(first.pid, signal.SIGKILL)
+        said = supervise([Service("journal-api", first, api.spawn, api.healthy)], "is back")
+        assert said[0] == "restarting journal-api (exited with code -9), attempt 1/5 in 1.0 s"
+        assert api.process is not first and api.healthy()
+    finally:
+        api.stop()
+        first.stop()
+
+
+def test_a_crash_loop_stops_the_stack_with_the_reason(tmp_path):
+    crashing = ManagedProcess(
+        "feature-server", [sys.executable, "-c", "raise SystemExit('no feast repo')"],
+        tmp_path / "feature-server.log",
+    )  # fmt: skip
+    service = Service(
+        "feature-server", crashing.start(), crashing.start, policy=RestartPolicy(2, 600, 0.05)
+    )
+    said: list[str] = []
+    with pytest.raises(StackError) as failure:
+        while True:
+            supervise_once([service], said.append)
+            time.sleep(0.02)
+    assert [line for line in said if line.startswith("restarting")] == [
+        "restarting feature-server (exited with code 1), attempt 1/2 in 0.1 s",
+        "restarting feature-server (exited with code 1), attempt 2/2 in 0.1 s",
+    ]
+    message = str(failure.value)
+    assert "feature-server exited with code 1: crashed more than 2 times within 600 s" in message
+    assert "no feast repo" in message  # the log's last lines say why
