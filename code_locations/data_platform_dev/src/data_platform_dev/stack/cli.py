@@ -368,7 +368,7 @@ class Stack:
             entry = httpx.post(
                 f"{self.ui_url}/graphql",
                 json={"query": RELOAD_LOCATION, "variables": {"name": location}},
-                timeout=60,
+                timeout=15,  # short: a Ctrl-C waits for this call
             ).json()["data"]["reloadRepositoryLocation"]
             self.say(f"Dagster UI reloaded code location {location}: {entry.get('loadStatus')}")
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as error:
@@ -489,7 +489,7 @@ def stop_running_stack(state_dir: Path, timeout: float = 60.0) -> None:
         orphans = ProcessRecord.of(record.name, record.pid) is None and record.group_members()
         if record.name != SUPERVISOR and (record.is_running() or orphans):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record.pid, signal.SIGTERM)
+                os.killpg(record.pid, signal.SIGINT)  # Postgres: fast shutdown; the rest: stop
             signalled.append(record)
         elif (stranger := record.stranger()) is not None:
             say(f"pid {record.pid} ({record.name}) is now another process, left alone: {stranger}")
