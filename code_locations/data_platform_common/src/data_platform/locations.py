@@ -13,8 +13,13 @@ from dataclasses import dataclass
 class CodeLocation:
     name: str  # Dagster location name
     package: str  # Python package holding definitions.py
-    port: int  # gRPC port of its code server, locally and on Kubernetes
+    port: int  # gRPC port of its code server on Kubernetes; the local stack's default
     team: str
+
+    @property
+    def port_variable(self) -> str:
+        """Environment variable that moves its local code server (Kubernetes keeps ``port``)."""
+        return f"PLATFORM_CODE_SERVER_PORT_{self.name.upper()}"
 
     @property
     def module(self) -> str:

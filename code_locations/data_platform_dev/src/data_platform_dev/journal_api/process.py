@@ -24,14 +24,22 @@ class JournalApiProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> JournalApiProcess:
+        self.spawn()
+        self.wait_ready(timeout)
+        return self
+
+    def spawn(self) -> ManagedProcess:
+        """Start the server without waiting (the stack's supervisor restarts it this way)."""
         argv = [sys.executable, "-m", "data_platform_dev.journal_api", "--port", str(self.port)]
         for name, value in self.options.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
         self.process = ManagedProcess("journal-api", argv, self.log_path).start()
-        wait_until(self._healthy, "journal API", timeout, self.process)
-        return self
+        return self.process
 
-    def _healthy(self) -> bool:
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        wait_until(self.healthy, "journal API", timeout, self.process)
+
+    def healthy(self) -> bool:
         return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
 
     def health(self) -> dict[str, Any]:

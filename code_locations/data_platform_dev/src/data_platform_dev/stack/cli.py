@@ -5,24 +5,26 @@ webserver and the daemon, supervised by this one program.
     python -m data_platform_dev.stack demo   # headless: run the pipeline, print one JSON line
     python -m data_platform_dev.stack stop   # stop a stack whose terminal was killed
 
-All state (databases, AOF, Dagster home, logs, generated passwords) lives under --state-dir.
+All state (databases, AOF, Dagster home, logs, generated passwords, the record of which
+processes the stack started) lives under --state-dir. A crashed process is restarted with
+back-off, as Kubernetes restarts a container (supervision.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import secrets
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -34,13 +36,19 @@ from data_platform_dev.stack.instance import write_instance, write_workspace
 from data_platform_dev.stack.postgres import SUPERUSER, LocalPostgres
 from data_platform_dev.stack.processes import (
     ManagedProcess,
+    ProcessRecord,
     StackError,
+    StopRequested,
     port_answers,
+    raise_if_stop_requested,
     require_free_port,
+    stop_all,
+    stop_on_signals,
     wait_until,
 )
 from data_platform_dev.stack.redis import LocalRedis
 from data_platform_dev.stack.servers import platform_environment
+from data_platform_dev.stack.supervision import Service, supervise_once
 
 
 def _port(variable: str, default: int) -> int:
@@ -63,6 +71,8 @@ class StackConfig:
     users: int = 1_000
     entries: int = 30_000
     locations: tuple[CodeLocation, ...] = LOCATIONS
+    # location name -> port; a location missing here serves on its registry port
+    code_server_ports: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, state_dir: Path, **overrides: Any) -> StackConfig:
@@ -73,8 +83,12 @@ class StackConfig:
             journal_api_port=_port("PLATFORM_JOURNAL_API_PORT", cls.journal_api_port),
             webserver_port=_port("PLATFORM_WEBSERVER_PORT", cls.webserver_port),
             feature_server_port=_port("PLATFORM_FEATURE_SERVER_PORT", cls.feature_server_port),
+            code_server_ports={loc.name: _port(loc.port_variable, loc.port) for loc in LOCATIONS},
             **overrides,
         )
+
+    def code_server_port(self, location: CodeLocation) -> int:
+        return self.code_server_ports.get(location.name, location.port)
 
     @property
     def logs(self) -> Path:
@@ -89,8 +103,8 @@ class StackConfig:
         return self.state_dir / "workspace.yaml"
 
     @property
-    def pidfile(self) -> Path:
-        return self.state_dir / "stack.pid"
+    def records(self) -> Path:
+        return self.state_dir / RECORDS
 
     def ports(self) -> list[tuple[int, str, str]]:
         return [
@@ -98,7 +112,7 @@ class StackConfig:
             (self.redis_port, "Redis", "PLATFORM_REDIS_PORT"),
             (self.journal_api_port, "the journal API (dev upstream)", "PLATFORM_JOURNAL_API_PORT"),
             *[
-                (loc.port, f"the {loc.name} code server", "(locations.py)")
+                (self.code_server_port(loc), f"the {loc.name} code server", loc.port_variable)
                 for loc in self.locations
             ],
             (self.webserver_port, "the Dagster webserver", "PLATFORM_WEBSERVER_PORT"),
@@ -140,11 +154,12 @@ def _bin(name: str) -> str:
 @dataclass
 class Stack:
     config: StackConfig
-    processes: list[ManagedProcess] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
     postgres: LocalPostgres | None = None
     redis: LocalRedis | None = None
     journal_api: JournalApiProcess | None = None
     env: dict[str, str] = field(default_factory=dict)
+    stopped: bool = False
 
     def say(self, message: str) -> None:
         print(f"[stack] {message}", flush=True)
@@ -168,51 +183,79 @@ class Stack:
         }
 
     def _check_not_running(self) -> None:
-        pid = _read_pid(self.config.pidfile)
-        if pid is not None and _alive(pid):
+        supervisor = next(
+            (r for r in read_records(self.config.records) if r.name == SUPERVISOR), None
+        )
+        if supervisor is not None and supervisor.is_running():
             raise StackError(
-                f"a stack is already running from {self.config.state_dir} (pid {pid}); "
-                "stop it with `make stop` (or Ctrl-C in its terminal)."
+                f"a stack is already running from {self.config.state_dir} (pid "
+                f"{supervisor.pid}); stop it with `make stop` (or Ctrl-C in its terminal)."
             )
         for port, what, variable in self.config.ports():
             require_free_port(port, what, variable)
 
-    def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
+    def _process(self, name: str, argv: list[str]) -> ManagedProcess:
         process = ManagedProcess(
             name, argv, self.config.logs / f"{name}.log", env=self.env, cwd=self.config.state_dir
         ).start()
-        self.processes.append(process)
-        self._record_pids()
+        self._record_processes(process)
         return process
 
-    def _record_pids(self) -> None:
-        groups = [p.pid for p in self.processes]
-        for server in (self.postgres, self.redis, self.journal_api):
-            if (
-                server is not None
-                and server.process is not None
-                and server.process.pid not in groups
-            ):
-                groups.append(server.process.pid)
-        (self.config.state_dir / "process-groups.json").write_text(json.dumps(groups))
+    def _supervise(
+        self,
+        process: ManagedProcess,
+        spawn: Callable[[], ManagedProcess] | None,
+        ready: Callable[[], bool] = lambda: True,
+        on_ready: Callable[[], None] | None = None,
+        name: str | None = None,
+    ) -> ManagedProcess:
+        service = Service(name or process.name, process, spawn, ready, on_ready=on_ready)
+        self.services.append(service)
+        self._record_processes()
+        return process
+
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        ready: Callable[[], bool] = lambda: True,
+        on_ready: Callable[[], None] | None = None,
+    ) -> ManagedProcess:
+        """Start a process that is restarted when it crashes, with the same command line."""
+        return self._supervise(
+            self._process(name, argv), lambda: self._process(name, argv), ready, on_ready
+        )
+
+    def _record_processes(self, *starting: ManagedProcess) -> None:
+        """Who `make stop` may signal: the supervisor and every child, with start time."""
+        processes = [
+            *[server.process for server in (self.postgres, self.redis) if server is not None],
+            *[service.process for service in self.services],
+            *starting,
+        ]
+        records = {os.getpid(): ProcessRecord.of(SUPERVISOR, os.getpid())}
+        records |= {p.pid: p.record() for p in processes if p is not None and not p.exited()}
+        write_records(self.config.records, [r for r in records.values() if r is not None])
 
     def start(self, webserver: bool = True) -> Stack:
         c = self.config
         c.state_dir.mkdir(parents=True, exist_ok=True)
         self._check_not_running()
-        c.pidfile.write_text(str(os.getpid()))
+        self._record_processes()
         passwords = _stored_secrets(c.state_dir / "secrets.env")
         self.env = self.environment(passwords)
         os.environ.update(self.env)  # the demo reads the instance and the stores in-process
 
         started = time.monotonic()
         self.say(f"state in {c.state_dir}, logs in {c.logs}")
+        # assigned before start(): a Ctrl-C while it starts must still stop what it spawned
         self.postgres = LocalPostgres(
             c.state_dir / "postgres",
             c.postgres_port,
             passwords[settings.POSTGRES_PASSWORD],
             c.logs / "postgres.log",
-        ).start()
+        )
+        self._supervise(self.postgres.start().process, None, name="Postgres")  # type: ignore[arg-type]
         self.say(
             f"Postgres on 127.0.0.1:{c.postgres_port} (databases warehouse, dagster, feast_registry)"
         )
@@ -221,17 +264,19 @@ class Stack:
             c.redis_port,
             passwords[settings.REDIS_PASSWORD],
             c.logs / "redis.log",
-        ).start()
+        )
+        self._supervise(self.redis.start().process, None, name="Redis")  # type: ignore[arg-type]
         self.say(f"Redis on 127.0.0.1:{c.redis_port} (append-only persistence)")
-        self.journal_api = JournalApiProcess(
+        api = self.journal_api = JournalApiProcess(
             c.journal_api_port,
             c.logs / "journal-api.log",
             {"users": c.users, "entries": c.entries, "end": _upstream_end(c.state_dir)},
-        ).start()
-        self._record_pids()
-        self.say(
-            f"journal API (dev upstream) on {self.journal_api.url} ({c.users} users, {c.entries} entries)"
         )
+        api.spawn()
+        self._record_processes()
+        api.wait_ready()
+        self._supervise(api.process, api.spawn, api.healthy)  # type: ignore[arg-type]
+        self.say(f"journal API (dev upstream) on {api.url} ({c.users} users, {c.entries} entries)")
 
         feature_server = None
         if FEATURE_STORE in c.locations:  # Feast's import is slow: let it start meanwhile
@@ -244,18 +289,20 @@ class Stack:
                     "--port",
                     str(c.feature_server_port),
                 ],
+                ready=lambda: _http_ok(f"{self.feature_server_url}/health"),
             )
         write_instance(c.dagster_home, c.postgres_port, SUPERUSER)
-        write_workspace(c.workspace, c.locations)
-        servers = [
-            (loc, self._spawn(f"code-server-{loc.name}", self._code_server_argv(loc)))
-            for loc in c.locations
-        ]
+        write_workspace(c.workspace, c.locations, c.code_server_ports)
+        servers = [(loc, self._spawn_code_server(loc)) for loc in c.locations]
         for loc, process in servers:
+            port = c.code_server_port(loc)
             wait_until(
-                lambda loc=loc: _location_loaded(loc), f"code server {loc.name}", 300, process
+                functools.partial(_location_loaded, loc.name, port),
+                f"code server {loc.name}",
+                300,
+                process,
             )
-            self.say(f"code location {loc.name} serving on 127.0.0.1:{loc.port}")
+            self.say(f"code location {loc.name} serving on 127.0.0.1:{port}")
         if feature_server is not None:
             wait_until(
                 lambda: _http_ok(f"{self.feature_server_url}/health"),
@@ -278,9 +325,11 @@ class Stack:
                     "-w",
                     str(c.workspace),
                 ],
+                ready=lambda: _http_ok(f"{self.ui_url}/server_info"),
             )
             wait_until(lambda: _http_ok(f"{self.ui_url}/server_info"), "dagster-webserver", 180, ui)
             self.say(f"Dagster UI on {self.ui_url}")
+        self._record_processes()
         self.say(f"stack up in {time.monotonic() - started:.1f} s")
         return self
 
@@ -292,54 +341,93 @@ class Stack:
     def ui_url(self) -> str:
         return f"http://127.0.0.1:{self.config.webserver_port}"
 
+    def _spawn_code_server(self, location: CodeLocation) -> ManagedProcess:
+        port = self.config.code_server_port(location)
+        return self._spawn(
+            f"code-server-{location.name}",
+            self._code_server_argv(location),
+            ready=lambda: _location_loaded(location.name, port),
+            on_ready=lambda: self._reload_in_ui(location.name),
+        )
+
     def _code_server_argv(self, location: CodeLocation) -> list[str]:
         return [
             _bin("dagster"), "code-server", "start",
-            "-h", "127.0.0.1", "-p", str(location.port),
+            "-h", "127.0.0.1", "-p", str(self.config.code_server_port(location)),
             "-m", location.module, "--location-name", location.name,
         ]  # fmt: skip
 
-    def check_children(self) -> None:
-        for process in self.processes:
-            if process.exited():
-                raise StackError(
-                    f"{process.name} exited with code {process.returncode()}; "
-                    f"last lines of {process.log_path}:\n{process.log_tail()}"
-                )
+    def _reload_in_ui(self, location: str) -> None:
+        """What the UI's Reload button does, so the location shows LOADED at once.
+
+        The webserver and the daemon also notice the new server id on their own within seconds.
+        """
+        if not any(s.name == "dagster-webserver" for s in self.services):
+            return
+        try:
+            entry = httpx.post(
+                f"{self.ui_url}/graphql",
+                json={"query": RELOAD_LOCATION, "variables": {"name": location}},
+                timeout=15,  # short: a Ctrl-C waits for this call
+            ).json()["data"]["reloadRepositoryLocation"]
+            self.say(f"Dagster UI reloaded code location {location}: {entry.get('loadStatus')}")
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as error:
+            self.say(f"warning: the UI did not reload {location} ({error}); use its Reload button")
+
+    def supervise(self, interval: float = 0.2) -> None:
+        """Watch the children until a stop is requested or the stack cannot go on."""
+        while True:
+            raise_if_stop_requested()
+            if supervise_once(self.services, self.say):
+                self._record_processes()
+            time.sleep(interval)
 
     def stop(self) -> None:
-        """Stop everything, newest first; the stores last so in-flight runs can finish writing."""
-        for process in reversed(self.processes):
-            process.stop()
-        for server in (self.journal_api, self.redis, self.postgres):
-            if server is not None:
-                server.stop()
+        """Stop everything (idempotent): the apps together, then the stores, so in-flight
+        writes end before Postgres goes."""
+        if self.stopped:
+            return
+        self.stopped = True
+        apps = [service.process for service in self.services if service.spawn is not None]
+        if self.journal_api is not None and self.journal_api.process is not None:
+            apps.append(self.journal_api.process)  # interrupted before it was supervised
+        stop_all(reversed(apps), timeout=15)  # the same process twice is stopped once
+        stores = [server.process for server in (self.redis, self.postgres) if server is not None]
+        stop_all([p for p in stores if p is not None], timeout=30)
         leftovers = [port for port, _, _ in self.config.ports() if port_answers(port)]
         with contextlib.suppress(FileNotFoundError):
-            self.config.pidfile.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (self.config.state_dir / "process-groups.json").unlink()
+            self.config.records.unlink()
         if leftovers:
             self.say(f"warning: ports still answering after stop: {leftovers}")
         else:
             self.say("stopped; no port of the stack is in use")
 
 
-def _location_loaded(location: CodeLocation) -> bool:
+RELOAD_LOCATION = """
+mutation Reload($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry { loadStatus }
+  }
+}
+"""
+
+
+def _location_loaded(name: str, port: int) -> bool:
     """True once the server answers and its code imported; an import error fails at once."""
     from dagster._core.errors import DagsterUserCodeUnreachableError
     from dagster._grpc.client import DagsterGrpcClient
     from dagster._serdes import deserialize_value
     from dagster_shared.error import SerializableErrorInfo
 
-    client = DagsterGrpcClient(port=location.port, host="127.0.0.1")
+    client = DagsterGrpcClient(port=port, host="127.0.0.1")
     try:
         raw = client.list_repositories()
     except DagsterUserCodeUnreachableError:
         return False
     result = deserialize_value(raw) if isinstance(raw, str) else raw
     if isinstance(result, SerializableErrorInfo):
-        raise StackError(f"code location {location.name} failed to load:\n{result.to_string()}")
+        raise StackError(f"code location {name} failed to load:\n{result.to_string()}")
     return True
 
 
@@ -347,74 +435,85 @@ def _http_ok(url: str) -> bool:
     return httpx.get(url, timeout=2).status_code == 200
 
 
-def _read_pid(path: Path) -> int | None:
+SUPERVISOR = "supervisor"
+RECORDS = "processes.json"
+# pid files of earlier versions: no start time to check a pid against, so never signalled
+LEGACY_PID_FILES = ("stack.pid", "process-groups.json")
+
+
+def read_records(path: Path) -> list[ProcessRecord]:
     try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
+        return [ProcessRecord.from_json(item) for item in json.loads(path.read_text())]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as error:
+        raise StackError(
+            f"{path} is not a process record of the stack ({error}); delete it if no stack "
+            "runs from this directory"
+        ) from error
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def write_records(path: Path, records: list[ProcessRecord]) -> None:
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps([r.to_json() for r in records], indent=1))
+    scratch.replace(path)  # atomic: `make stop` never reads half a file
 
 
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into KeyboardInterrupt, so every exit path stops the children."""
+def stop_running_stack(state_dir: Path, timeout: float = 60.0) -> None:
+    """Stop a stack from another terminal: ask its supervisor, then clean up what is left.
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    A pid is signalled only while it is still the process the stack started (same start
+    time and command line); a stale record never reaches an unrelated process.
+    """
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    def say(message: str) -> None:
+        print(f"[stack] {message}", flush=True)
 
-
-def stop_running_stack(state_dir: Path) -> None:
-    """Stop a stack from another terminal: ask its supervisor, then clean up what is left."""
-    pidfile = state_dir / "stack.pid"
-    pid = _read_pid(pidfile)
-    if pid is not None and _alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
+    for name in LEGACY_PID_FILES:
+        legacy = state_dir / name
+        if legacy.exists():
+            say(f"{legacy} records no start time to check its pids against: nothing signalled")
+            legacy.unlink()
+    records_path = state_dir / RECORDS
+    records = read_records(records_path)
+    supervisor = next((r for r in records if r.name == SUPERVISOR), None)
+    if supervisor is not None and supervisor.is_running():
+        os.kill(supervisor.pid, signal.SIGTERM)  # it stops its children and removes the file
+        deadline = time.monotonic() + timeout
+        while supervisor.is_running() and time.monotonic() < deadline:
             time.sleep(0.2)
-    groups_file = state_dir / "process-groups.json"
-    if groups_file.exists():  # the supervisor died without cleaning up: stop its children
-        for group in json.loads(groups_file.read_text()):
+        records = read_records(records_path)
+    signalled = []
+    for record in reversed(records):
+        # a leader gone with its group still there: the pid cannot have been reused meanwhile
+        orphans = ProcessRecord.of(record.name, record.pid) is None and record.group_members()
+        if record.name != SUPERVISOR and (record.is_running() or orphans):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, signal.SIGINT)
-        time.sleep(2)
-        for group in json.loads(groups_file.read_text()):
+                os.killpg(record.pid, signal.SIGINT)  # Postgres: fast shutdown; the rest: stop
+            signalled.append(record)
+        elif (stranger := record.stranger()) is not None:
+            say(f"pid {record.pid} ({record.name}) is now another process, left alone: {stranger}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(r.group_members() for r in signalled):
+        time.sleep(0.2)
+    for record in signalled:
+        if record.group_members():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, signal.SIGKILL)
-        groups_file.unlink()
+                os.killpg(record.pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
-        pidfile.unlink()
-    print(f"[stack] nothing of the stack in {state_dir} is running any more", flush=True)
+        records_path.unlink()
+    say(f"nothing of the stack in {state_dir} is running any more")
 
 
 def run_dev(config: StackConfig) -> int:
     stack = Stack(config)
-    with interruptible():
+    with stop_on_signals():
         try:
             stack.start()
-            stack.say("Ctrl-C stops everything")
-            while True:
-                stack.check_children()
-                time.sleep(1)
-        except KeyboardInterrupt:
-            stack.say("stopping...")
+            stack.say("Ctrl-C stops everything; crashed processes are restarted")
+            stack.supervise()
+        except StopRequested as request:
+            stack.say(f"{request} received: stopping everything (further signals are ignored)")
         except StackError as error:
             print(f"[stack] error: {error}", file=sys.stderr, flush=True)
             return 1

@@ -21,8 +21,13 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_graphql import DagsterGraphQLClient
 from data_platform.locations import INGESTION, LOCATIONS, CodeLocation
 
-from data_platform_dev.stack.cli import Stack, StackConfig, interruptible
-from data_platform_dev.stack.processes import StackError
+from data_platform_dev.stack.cli import Stack, StackConfig
+from data_platform_dev.stack.processes import (
+    StackError,
+    StopRequested,
+    raise_if_stop_requested,
+    stop_on_signals,
+)
 
 LAUNCHED_JOB = "ingest_journal_app_job"
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -61,6 +66,7 @@ def wait_for_automation(
     seen: dict[str, str] = {}
     quiet_since = time.monotonic()
     while time.monotonic() < deadline:
+        raise_if_stop_requested()
         runs = [
             run
             for run in instance.get_runs(RunsFilter(created_after=_utc(since)))
@@ -117,7 +123,7 @@ def summaries() -> dict[str, Any]:
 def run_demo(config: StackConfig, timeout: float = 600) -> int:
     stack = Stack(config)
     started = time.monotonic()
-    with interruptible():
+    with stop_on_signals():
         try:
             stack.start()
             instance = DagsterInstance.get()
@@ -140,8 +146,8 @@ def run_demo(config: StackConfig, timeout: float = 600) -> int:
             say(f"ingestion: run {run_id[:8]} succeeded in {since - launched_at:.1f} s")
             wait_for_automation(instance, downstream, launched_at, timeout)
             summary = {**summaries(), "seconds": round(time.monotonic() - started, 1)}
-        except KeyboardInterrupt:
-            say("interrupted")
+        except StopRequested as request:
+            say(f"{request} received: stopping")
             return 130
         except StackError as error:
             print(f"[demo] error: {error}", file=sys.stderr, flush=True)
@@ -156,6 +162,7 @@ def _wait_for_run(instance: DagsterInstance, run_id: str, timeout: float) -> flo
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
+        raise_if_stop_requested()
         run = instance.get_run_by_id(run_id)
         if run is not None and run.status != status:
             status = run.status

@@ -7,6 +7,7 @@ the Helm chart's ``dagsterWebserver.workspace.servers`` does on Kubernetes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,12 @@ def instance_config(
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
-            "config": {"max_concurrent_runs": 4},
+            # a run queued while its code server restarts waits for it instead of failing
+            "config": {
+                "max_concurrent_runs": 4,
+                "max_user_code_failure_retries": 3,
+                "user_code_failure_retry_delay": 10,
+            },
         },
         "run_launcher": {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"},
         "run_monitoring": {"enabled": True, "poll_interval_seconds": 15},
@@ -44,10 +50,20 @@ def instance_config(
     }
 
 
-def workspace_config(locations: tuple[CodeLocation, ...]) -> dict[str, Any]:
+def workspace_config(
+    locations: tuple[CodeLocation, ...], ports: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The gRPC servers to load; ``ports`` moves a location off its registry port."""
+    ports = ports or {}
     return {
         "load_from": [
-            {"grpc_server": {"host": "127.0.0.1", "port": loc.port, "location_name": loc.name}}
+            {
+                "grpc_server": {
+                    "host": "127.0.0.1",
+                    "port": ports.get(loc.name, loc.port),
+                    "location_name": loc.name,
+                }
+            }
             for loc in locations
         ]
     }
@@ -60,6 +76,8 @@ def write_instance(dagster_home: Path, postgres_port: int, postgres_user: str) -
     return path
 
 
-def write_workspace(path: Path, locations: tuple[CodeLocation, ...]) -> Path:
-    path.write_text(yaml.safe_dump(workspace_config(locations), sort_keys=False))
+def write_workspace(
+    path: Path, locations: tuple[CodeLocation, ...], ports: Mapping[str, int] | None = None
+) -> Path:
+    path.write_text(yaml.safe_dump(workspace_config(locations, ports), sort_keys=False))
     return path

@@ -107,8 +107,11 @@ class LocalPostgres:
             log_path=self.log_path,
             user=user,
         ).start()
-        wait_until(init.exited, "initdb", timeout=120)
-        pwfile.unlink()
+        try:
+            wait_until(init.exited, "initdb", timeout=120)
+        finally:
+            init.stop()  # interrupted: initdb removes what it wrote when signalled
+            pwfile.unlink()
         if init.returncode() != 0:
             raise StackError(f"initdb failed; see {self.log_path}:\n{init.log_tail()}")
 
