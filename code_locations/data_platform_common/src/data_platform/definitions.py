@@ -44,13 +44,13 @@ _JOB_KINDS = (
 def _names(obj: Any) -> Iterator[tuple[str, str]]:
     """(kind, name) pairs that a loose module-level object claims in a location."""
     if isinstance(obj, dg.AssetChecksDefinition):
-        for key in obj.check_keys:
-            yield "asset check", key.to_user_string()
+        for check in obj.check_keys:
+            yield "asset check", check.to_user_string()
     elif isinstance(obj, dg.AssetsDefinition):
         for key in obj.keys:
             yield "asset key", key.to_user_string()
-        for key in obj.check_keys:
-            yield "asset check", key.to_user_string()
+        for check in obj.check_keys:
+            yield "asset check", check.to_user_string()
     elif isinstance(obj, dg.AssetSpec | dg.SourceAsset):
         yield "asset key", obj.key.to_user_string()
     elif isinstance(obj, _JOB_KINDS):
