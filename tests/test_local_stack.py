@@ -1,4 +1,4 @@
-"""End to end on the local stack, the way a user drives it: `make demo`'s supervisor, then
+"""End to end on the local stack, the way a user drives it: `make demo`, then
 `make dev` run through make, in its own process group, as a terminal runs it.
 
 The demo launches only ingestion; the transformation and feature-store runs must follow by
@@ -251,16 +251,10 @@ def wait_for_run(client: DagsterGraphQLClient, run_id: str, timeout: float = 300
 
 
 def test_demo_runs_the_pipeline_and_prints_one_json_line(stack_env):
+    """`make demo` as README says, through make (STATE_DIR and the ports from the env)."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "data_platform_dev.stack",
-            "demo",
-            "--state-dir",
-            stack_env["STATE_DIR"],
-            *SIZE_ARGS.split(),
-        ],
+        ["make", "demo", f"ARGS={SIZE_ARGS}"],
+        cwd=REPO,
         env=stack_env,
         capture_output=True,
         text=True,
