@@ -34,12 +34,16 @@ def ingest(warehouse: PostgresResource) -> Callable[..., dg.ExecuteInProcessResu
     """Materialize raw assets against the given upstream, as a run of the location would."""
 
     def run(
-        api: JournalApiProcess, selection: list[str] | None = None, **client: Any
+        api: JournalApiProcess,
+        selection: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        **client: Any,
     ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             [journal_app],
             selection=selection,
             resources={"postgres": warehouse, "journal_api": _client_for(api, **client)},
+            run_config={"ops": {"journal_app": {"config": config}}} if config else None,
             raise_on_error=False,
         )
 
