@@ -64,6 +64,7 @@ def ingest_endpoint(
     """Fetch what changed since the cursor (minus the look-back) and merge it, all or nothing."""
     with postgres.connect(autocommit=True) as conn:
         conn.execute("SET TimeZone = 'UTC'")  # a timestamp without offset means UTC
+        conn.execute("SET temp_buffers = '256MB'")  # the staging table stays in memory
         applied = migrate(conn, schema)  # one read when the schema is current
         if applied:
             log(f"schema raw migrated: {'; '.join(applied)}")
