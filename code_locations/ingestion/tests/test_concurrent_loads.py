@@ -1,0 +1,78 @@
+"""Loads beside other loads and readers: short locks, no DDL per run, exact results."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+from ingestion.raw_tables import schema_version
+
+
+class Reader:
+    """Reads raw.journal_entries in a loop and keeps the longest time one read took."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.stop = threading.Event()
+        self.longest = 0.0
+        self.reads = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                try:
+                    conn.execute("SELECT count(*), max(updated_at) FROM raw.journal_entries")
+                except psycopg.errors.UndefinedTable:
+                    time.sleep(0.01)  # the first run has not created it yet
+                    continue
+                self.longest = max(self.longest, time.perf_counter() - started)
+                self.reads += 1
+
+    def __enter__(self) -> "Reader":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def test_two_runs_at_once_and_a_reader(
+    start_journal_api, ingest, warehouse, metadata, assert_raw_is_upstream
+):
+    api = start_journal_api(users=200, entries=60_000)
+    with Reader(warehouse.conninfo()) as reader, ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: ingest(api, page_size=5_000), range(2)))
+    assert all(run.success for run in runs)
+    assert_raw_is_upstream(api)  # exact: every row once, no duplicate, no loss
+    merges = [metadata(run, "journal_entries") for run in runs]
+    # one run merged while the other waited its turn (or found nothing left to insert)
+    assert sorted(m["inserted"] for m in merges)[-1] == 60_000
+    longest_merge = max(m["merge_seconds"] for m in merges)
+    print(
+        f"reader: {reader.reads} reads, longest {reader.longest:.3f} s; "
+        f"merges {[m['merge_seconds'] for m in merges]} s"
+    )
+    assert reader.reads > 0
+    assert reader.longest <= longest_merge + 0.5  # never blocked longer than a merge
+
+
+def test_a_long_reader_does_not_stop_loads(start_journal_api, ingest, warehouse, raw_counts):
+    """A load runs no DDL: a reader holding raw in an open transaction (a dbt build, a Feast
+    materialization) does not make it queue, nor anyone behind it."""
+    api = start_journal_api(users=20, entries=1_000)
+    assert ingest(api).success
+    api.advance(new_entries=100, changed_entries=10, new_users=2)
+    with psycopg.connect(warehouse.conninfo()) as reader:
+        reader.execute("SELECT count(*) FROM raw.journal_entries, raw.users")  # holds both
+        with ThreadPoolExecutor(1) as pool:
+            load = pool.submit(ingest, api, config={"merge_lock_timeout_seconds": 5})
+            result = load.result(timeout=120)
+        assert reader.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    assert result.success
+    assert raw_counts()["raw.journal_entries"] == 1_100
+    with psycopg.connect(warehouse.conninfo()) as conn:
+        versions = conn.execute("SELECT version FROM raw.schema_migrations").fetchall()
+    assert versions == [(schema_version(),)]  # migrated once, by the first load
