@@ -140,27 +140,36 @@ def _plan(
         [SCHEMA],
     ):
         existing.setdefault(table, {})[column] = is_nullable
-    plan: list[sql.Composable] = [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (version text PRIMARY KEY, "
-            "applied_at timestamptz NOT NULL DEFAULT now(), statements text NOT NULL)"
-        ).format(MIGRATIONS),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (endpoint text PRIMARY KEY, "
-            "updated_since timestamptz NOT NULL, rows_loaded bigint NOT NULL, "
-            "loaded_at timestamptz NOT NULL DEFAULT now())"
-        ).format(CURSORS),
+    plan: list[sql.Composable] = []
+    if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [SCHEMA]).fetchone() is None:
+        plan.append(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
+    fixed = {
+        "schema_migrations": [
+            sql.SQL(
+                "CREATE TABLE {} (version text PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now(), statements text NOT NULL)"
+            ).format(MIGRATIONS)
+        ],
+        "ingestion_cursors": [
+            sql.SQL(
+                "CREATE TABLE {} (endpoint text PRIMARY KEY, "
+                "updated_since timestamptz NOT NULL, rows_loaded bigint NOT NULL, "
+                "loaded_at timestamptz NOT NULL DEFAULT now())"
+            ).format(CURSORS)
+        ],
         # one row per applied deletion: what downstream recomputes (user, day) or removes
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (entity text NOT NULL, id bigint NOT NULL, "
-            "user_id bigint, played_at timestamptz, deleted_at timestamptz NOT NULL, "
-            "ingested_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (entity, id))"
-        ).format(DELETIONS),
-        sql.SQL("CREATE INDEX IF NOT EXISTS deletions_ingested_at ON {} (ingested_at)").format(
-            DELETIONS
-        ),
-    ]
+        "deletions": [
+            sql.SQL(
+                "CREATE TABLE {} (entity text NOT NULL, id bigint NOT NULL, "
+                "user_id bigint, played_at timestamptz, deleted_at timestamptz NOT NULL, "
+                "ingested_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (entity, id))"
+            ).format(DELETIONS),
+            sql.SQL("CREATE INDEX deletions_ingested_at ON {} (ingested_at)").format(DELETIONS),
+        ],
+    }
+    for table_name_, statements in fixed.items():
+        if table_name_ not in existing:
+            plan += statements
     for record_type in record_types:
         table, have = _table(record_type), existing.get(record_type.table)
         optional = nullable(record_type)
@@ -193,12 +202,13 @@ def _plan(
                             table, sql.Identifier(name)
                         )
                     )
-        plan.append(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (id bigint, field text NOT NULL, error text NOT NULL, "
-                "record jsonb NOT NULL, rejected_at timestamptz NOT NULL DEFAULT now())"
-            ).format(_rejected(record_type))
-        )
+        if f"{record_type.endpoint}_rejected" not in existing:
+            plan.append(
+                sql.SQL(
+                    "CREATE TABLE {} (id bigint, field text NOT NULL, error text NOT NULL, "
+                    "record jsonb NOT NULL, rejected_at timestamptz NOT NULL DEFAULT now())"
+                ).format(_rejected(record_type))
+            )
     return plan
 
 

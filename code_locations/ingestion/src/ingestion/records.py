@@ -196,7 +196,12 @@ class MalformedPageError(UpstreamError):
 
 class RecordValidationError(UpstreamError):
     def __init__(self, endpoint: str, record_id: Any, field: str, problem: str) -> None:
-        self.endpoint, self.record_id, self.field = endpoint, record_id, field
+        self.endpoint, self.record_id, self.field, self.problem = (
+            endpoint,
+            record_id,
+            field,
+            problem,
+        )
         super().__init__(
             f"{endpoint}: record id={record_id}: field '{field}': {problem}. "
             "The upstream schema may have drifted; nothing from this batch was written."
