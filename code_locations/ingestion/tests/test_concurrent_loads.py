@@ -1,49 +1,18 @@
 """Loads beside other loads and readers: short locks, no DDL per run, exact results."""
 
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+from data_platform_dev.timed_reader import TimedReader
 from ingestion.raw_tables import schema_version
-
-
-class Reader:
-    """Reads raw.journal_entries in a loop and keeps the longest time one read took."""
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self.stop = threading.Event()
-        self.longest = 0.0
-        self.reads = 0
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                try:
-                    conn.execute("SELECT count(*), max(updated_at) FROM raw.journal_entries")
-                except psycopg.errors.UndefinedTable:
-                    time.sleep(0.01)  # the first run has not created it yet
-                    continue
-                self.longest = max(self.longest, time.perf_counter() - started)
-                self.reads += 1
-
-    def __enter__(self) -> "Reader":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
 
 
 def test_two_runs_at_once_and_a_reader(
     start_journal_api, ingest, warehouse, metadata, assert_raw_is_upstream
 ):
     api = start_journal_api(users=200, entries=60_000)
-    with Reader(warehouse.conninfo()) as reader, ThreadPoolExecutor(2) as pool:
+    query = "SELECT count(*), max(updated_at) FROM raw.journal_entries"
+    with TimedReader(warehouse.conninfo(), query) as reader, ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda _: ingest(api, page_size=5_000), range(2)))
     assert all(run.success for run in runs)
     assert_raw_is_upstream(api)  # exact: every row once, no duplicate, no loss

@@ -283,7 +283,10 @@ def stage(
     rows, duplicates = 0, False
     with conn.cursor() as cursor:
         if rejected is None:  # one COPY for every page: Postgres parses while the next arrives
-            with _rejections_named(record_type, copied), copy_into(cursor, table, names) as copy:
+            with (
+                _rejections_named(record_type, copied),
+                copy_into(cursor, table, names, queued=True) as copy,
+            ):
                 for records in pages:
                     ids = [record.id for record in records]
                     copy.write(as_text(records))

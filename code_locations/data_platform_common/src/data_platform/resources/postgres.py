@@ -101,13 +101,21 @@ class PostgresResource(dg.ConfigurableResource):
 
 
 def copy_into(
-    cursor: psycopg.Cursor[Any], table: str | sql.Composable, columns: Sequence[str]
+    cursor: psycopg.Cursor[Any],
+    table: str | sql.Composable,
+    columns: Sequence[str],
+    queued: bool = False,
 ) -> AbstractContextManager[psycopg.Copy]:
     """``COPY table (columns) FROM STDIN`` in text format on an open cursor: write rows with
     ``write_row`` or whole blocks of COPY text with ``write``. Nothing is visible to others
-    until the caller's transaction commits, and a rollback leaves no row behind."""
+    until the caller's transaction commits, and a rollback leaves no row behind.
+
+    ``queued``: the data is sent from a thread of its own, so the caller prepares the next
+    block while Postgres takes the last one (for long streams of large blocks)."""
     target = sql.Identifier(*table.split(".")) if isinstance(table, str) else table
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         target, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
+    if queued:
+        return cursor.copy(statement, writer=psycopg.copy.QueuedLibpqWriter(cursor))
     return cursor.copy(statement)

@@ -63,15 +63,18 @@ ENDPOINTS: dict[type[Record], dg.AssetSpec] = {
         "Journal entries (a game played: duration, score, mood 1-5), in raw.journal_entries.",
     ),
 }
-DELETIONS = dg.AssetSpec(
-    "deletions",
-    group_name="ingestion",
-    kinds={"postgres", "api"},
-    description="Deletions from the upstream's tombstone feed, applied to raw.users and "
-    "raw.journal_entries and recorded in raw.deletions (entity, id, user_id, played_at, "
-    "deleted_at, ingested_at): which (user, day) to recompute, which user keys to remove.",
-    metadata={"table": DELETIONS_TABLE, "endpoint": endpoint_path(Tombstone)},
-)
+# in a dict, like the others: a module-level AssetSpec would be loaded as an asset of its own
+TOMBSTONES: dict[type[Tombstone], dg.AssetSpec] = {
+    Tombstone: dg.AssetSpec(
+        "deletions",
+        group_name="ingestion",
+        kinds={"postgres", "api"},
+        description="Deletions from the upstream's tombstone feed, applied to raw.users and "
+        "raw.journal_entries and recorded in raw.deletions (entity, id, user_id, played_at, "
+        "deleted_at, ingested_at): which (user, day) to recompute, which user keys to remove.",
+        metadata={"table": DELETIONS_TABLE, "endpoint": endpoint_path(Tombstone)},
+    )
+}
 CHECKS = {
     record_type: dg.AssetCheckSpec(
         QUARANTINE_CHECK,
@@ -146,7 +149,7 @@ def _quarantine_check(
 
 
 @dg.multi_asset(
-    specs=[*ENDPOINTS.values(), DELETIONS],
+    specs=[*ENDPOINTS.values(), *TOMBSTONES.values()],
     check_specs=list(CHECKS.values()),
     can_subset=True,
     name="journal_app",
@@ -170,7 +173,7 @@ def journal_app(
     errors: list[Exception] = []
     steps: list[tuple[type[Record] | type[Tombstone], dg.AssetSpec]] = [
         *ENDPOINTS.items(),
-        (Tombstone, DELETIONS),
+        *TOMBSTONES.items(),
     ]
     for record_type, spec in steps:
         if spec.key not in context.selected_asset_keys:
