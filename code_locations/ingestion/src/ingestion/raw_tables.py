@@ -131,7 +131,7 @@ def migrate(
 
 def _plan(
     conn: psycopg.Connection[Any], record_types: tuple[type[Record], ...]
-) -> list[sql.Composable]:
+) -> list[sql.Composed]:
     """The DDL that takes what exists to what is declared (only what is missing)."""
     existing: dict[str, dict[str, bool]] = {}
     for table, column, is_nullable in conn.execute(
@@ -140,7 +140,7 @@ def _plan(
         [SCHEMA],
     ):
         existing.setdefault(table, {})[column] = is_nullable
-    plan: list[sql.Composable] = []
+    plan: list[sql.Composed] = []
     if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [SCHEMA]).fetchone() is None:
         plan.append(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
     fixed = {
@@ -184,7 +184,7 @@ def _plan(
                 )
                 for name, pg_type in columns(record_type)
             ]
-            definitions.append(sql.SQL("_ingested_at timestamptz NOT NULL DEFAULT now()"))
+            definitions.append(sql.SQL("_ingested_at timestamptz NOT NULL DEFAULT now()").format())
             plan.append(
                 sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(definitions))
             )
