@@ -80,7 +80,9 @@ def ingest_endpoint(
         )
         staged = stage(conn, record_type, pages, rejected)
         try:
-            if record_type is Tombstone:
+            if not staged.rows and not staged.rejected:
+                merged = MergeResult()  # nothing new: no lock taken, the cursor stays
+            elif record_type is Tombstone:
                 merged = merge_tombstones(conn, staged, options.timeouts)
             else:
                 merged = merge_records(conn, record_type, staged, options.timeouts)  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
 """Loads into Postgres schema raw: stage without locks, then a short merge that moves the cursor.
 
 A load has two phases. Fetch and validate: every page is COPYed into a session-private
-temporary table while it downloads; nothing on raw is locked, and no transaction stays open
-between pages (an HTTP retry can take minutes). Merge: one short transaction locks the raw
+temporary table while it downloads; nothing on raw is locked while the HTTP reads and their
+retries take their time (minutes, at worst). Merge: one short transaction locks the raw
 table against other writers only (readers never wait: SHARE ROW EXCLUSIVE does not conflict
 with SELECT), upserts the newest version of each row, and moves the cursor forward, with
 lock_timeout and statement_timeout set. A failure or a kill anywhere leaves raw and its
@@ -257,8 +257,8 @@ def stage(
     pages: Iterable[list[Any]],
     rejected: list[Rejected] | None = None,
 ) -> Staged:
-    """COPY every page into a temporary table as it arrives (autocommit: one short statement
-    per page, no transaction open while the next page downloads).
+    """COPY every page into a temporary table as it arrives. The COPY touches nothing but
+    that table: it holds no lock on raw, and a kill drops the table with the session.
 
     Postgres parses the timestamps during the COPY; a value it rejects fails the load naming
     the record and field, or, with ``rejected`` (quarantine), is set aside with its error.
@@ -311,7 +311,7 @@ def stage(
                 before = len(seen)
                 seen.update(ids)
                 duplicates = duplicates or len(seen) - before != len(ids)
-    newest_column = "deleted_at" if name == "deletions" else "updated_at"
+    newest_column = "deleted_at" if tombstones else "updated_at"
     (newest,) = conn.execute(
         sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(newest_column), table)
     ).fetchone() or (None,)
