@@ -1,7 +1,9 @@
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 import dagster as dg
+import httpx
 import psycopg
 import pytest
 from data_platform.resources import PostgresResource
@@ -34,12 +36,16 @@ def ingest(warehouse: PostgresResource) -> Callable[..., dg.ExecuteInProcessResu
     """Materialize raw assets against the given upstream, as a run of the location would."""
 
     def run(
-        api: JournalApiProcess, selection: list[str] | None = None, **client: Any
+        api: JournalApiProcess,
+        selection: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        **client: Any,
     ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             [journal_app],
             selection=selection,
             resources={"postgres": warehouse, "journal_api": _client_for(api, **client)},
+            run_config={"ops": {"journal_app": {"config": config}}} if config else None,
             raise_on_error=False,
         )
 
@@ -101,3 +107,51 @@ def _step_error(result: dg.ExecuteInProcessResult) -> str:
                 messages.append(error.message)
                 error = error.cause
     return "\n".join(messages)
+
+
+def upstream_rows(api: JournalApiProcess, endpoint: str) -> dict[int, str]:
+    """id -> updated_at of every row the upstream serves now, read with plain httpx."""
+    rows, cursor = {}, None
+    while True:
+        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(f"{api.url}/api/v1/{endpoint}", params=params, timeout=10).json()
+        rows.update({r["id"]: r["updated_at"] for r in page["data"]})
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return rows
+
+
+def raw_rows(warehouse: PostgresResource, table: str) -> dict[int, str]:
+    """id -> updated_at (in the upstream's format) of every row of a raw table."""
+    with psycopg.connect(warehouse.conninfo()) as conn:
+        rows = conn.execute(f"SELECT id, updated_at FROM {table}").fetchall()
+    return {i: u.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for i, u in rows}
+
+
+@pytest.fixture
+def assert_raw_is_upstream(warehouse: PostgresResource) -> Callable[[JournalApiProcess], None]:
+    """raw.users and raw.journal_entries hold exactly the upstream's rows, newest versions."""
+
+    def check(api: JournalApiProcess) -> None:
+        for endpoint in ("users", "journal_entries"):
+            upstream, raw = upstream_rows(api, endpoint), raw_rows(warehouse, f"raw.{endpoint}")
+            missing, extra = sorted(set(upstream) - set(raw)), sorted(set(raw) - set(upstream))
+            assert not missing and not extra, f"{endpoint}: missing {missing}, extra {extra}"
+            stale = sorted(i for i in upstream if upstream[i] != raw[i])
+            assert not stale, f"{endpoint}: stale versions of {stale}"
+
+    return check
+
+
+def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """The metadata values of one asset's materialization in a run."""
+    return next(
+        {key: value.value for key, value in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.path[-1] == asset
+    )
+
+
+@pytest.fixture
+def metadata() -> Callable[[dg.ExecuteInProcessResult, str], dict[str, Any]]:
+    return materialization

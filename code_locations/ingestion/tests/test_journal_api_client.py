@@ -1,9 +1,14 @@
 """The HTTP client against the development upstream running as a real server process."""
 
+import secrets
+import time
 from datetime import datetime
 
+import dagster as dg
 import pytest
 from data_platform_dev.journal_api.process import JournalApiProcess
+from data_platform_dev.stack.processes import free_port
+from ingestion.defs.assets.ingestion.journal_app import journal_app
 from ingestion.journal_api import UpstreamUnavailableError
 from ingestion.records import JournalEntry, UpstreamError, User
 
@@ -83,3 +88,40 @@ def test_incremental_cursor_fetches_only_new_and_changed_rows(start_journal_api,
     assert len(records) == 1 + 5 + 3
     assert {r.id for r in records if r.id > 300} == {301, 302, 303, 304, 305}
     assert all(datetime.fromisoformat(r.updated_at) >= cursor for r in records)
+
+
+def test_retry_after_is_honoured(start_journal_api, fetch_all):
+    api = start_journal_api(users=5, entries=10)
+    api.set_faults(rate_limit_next=1, retry_after_seconds=1)
+    started = time.perf_counter()
+    pages, retries = fetch_all(api, User, backoff_seconds=0.01)
+    assert sum(len(p) for p in pages) == 5
+    assert len(retries) == 1 and "HTTP 429" in retries[0] and "retrying in 1.00 s" in retries[0]
+    assert time.perf_counter() - started >= 1.0  # not the 0.01 s backoff
+
+
+def test_a_bearer_token_from_the_environment_is_sent_and_never_logged(
+    tmp_path, monkeypatch, warehouse, client_for, step_error
+):
+    token = secrets.token_hex(16)
+    api = JournalApiProcess(
+        free_port(), tmp_path / "journal-api.log", {"users": 5, "entries": 20}, read_token=token
+    ).start()
+    try:
+        monkeypatch.delenv("JOURNAL_API_TOKEN", raising=False)
+        with pytest.raises(UpstreamError, match="HTTP 401"):
+            list(client_for(api).fetch(User))
+
+        monkeypatch.setenv("JOURNAL_API_TOKEN", token)
+        assert sum(len(p) for p in client_for(api).fetch(User)) == 5
+        api.set_faults(error_rate=1.0)  # a failing run logs its retries and its error
+        result = dg.materialize(
+            [journal_app],
+            resources={"postgres": warehouse, "journal_api": client_for(api, max_attempts=2)},
+            raise_on_error=False,
+        )
+    finally:
+        api.stop()
+    assert not result.success
+    logged = "\n".join(str(event) for event in result.all_events) + step_error(result)
+    assert "HTTP 503" in logged and token not in logged

@@ -1,30 +1,72 @@
-"""JournalApiResource: the journal app's REST API, paginated, incremental and retried."""
+"""JournalApiResource: the journal app's REST API, paginated, incremental and retried.
+
+Deletions come from the upstream's tombstone feed, ``GET /api/v1/deletions`` (records
+{entity, id, deleted_at}, keyset-paginated like the other endpoints), read with the same
+client. A bearer token, when JOURNAL_API_TOKEN is set (a Kubernetes Secret in production),
+goes with every request; it is read when a fetch starts and never logged.
+"""
 
 from __future__ import annotations
 
+import os
 import queue
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import dagster as dg
 import httpx
 import msgspec
+import tenacity
 
-from ingestion.records import MalformedPageError, Record, UpstreamError, decode_page, endpoint_path
+from ingestion.records import (
+    MalformedPageError,
+    Rejected,
+    UpstreamError,
+    decode_page,
+    decode_page_lenient,
+    endpoint_path,
+)
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+TOKEN_ENV = "JOURNAL_API_TOKEN"
 
 
 class UpstreamUnavailableError(UpstreamError):
     """The API kept failing after every retry."""
 
 
+class PaginationError(UpstreamError):
+    """The upstream's cursors would page forever: a repeated cursor, or too many pages."""
+
+
+class _Retryable(Exception):
+    def __init__(self, problem: str, retry_after: float | None = None) -> None:
+        super().__init__(problem)
+        self.retry_after = retry_after
+
+
 class _Cursor(msgspec.Struct):
     next_cursor: str | None = None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait (Retry-After: seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 class JournalApiResource(dg.ConfigurableResource):
@@ -36,6 +78,18 @@ class JournalApiResource(dg.ConfigurableResource):
     max_attempts: int = 5
     backoff_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
+    retry_after_max_seconds: float = 300.0  # a longer Retry-After is cut to this
+    max_pages: int = 100_000  # per fetch: a billion rows at the default page size
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Retry-After when the server sent one, else exponential backoff with jitter."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Retryable) and error.retry_after is not None:
+            return min(error.retry_after, self.retry_after_max_seconds)
+        delay = min(
+            self.backoff_seconds * 2 ** (state.attempt_number - 1), self.backoff_max_seconds
+        )
+        return delay * random.uniform(0.5, 1.0)  # jitter: many clients must not retry in step
 
     def _get(
         self,
@@ -44,27 +98,40 @@ class JournalApiResource(dg.ConfigurableResource):
         params: dict[str, Any],
         on_retry: Callable[[str], None],
     ) -> bytes:
-        for attempt in range(1, self.max_attempts + 1):
+        def attempt() -> bytes:
             try:
                 response = client.get(url, params=params)
             except httpx.TransportError as error:  # timeouts, refused or reset connections
-                problem = f"{type(error).__name__}: {error}"
-            else:
-                if response.status_code < 400:
-                    return response.content
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code not in RETRYABLE_STATUS:
-                    raise UpstreamError(f"GET {response.url} failed with {problem}")
-            if attempt == self.max_attempts:
-                raise UpstreamUnavailableError(
-                    f"GET {url} failed {self.max_attempts} times; last error: {problem}. "
-                    "The upstream API is down or overloaded: retry the run later."
-                )
-            delay = min(self.backoff_seconds * 2 ** (attempt - 1), self.backoff_max_seconds)
-            delay *= random.uniform(0.5, 1.0)  # jitter: many clients must not retry in step
-            on_retry(f"GET {url} attempt {attempt} failed ({problem}); retrying in {delay:.2f} s")
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+                raise _Retryable(f"{type(error).__name__}: {error}") from error
+            if response.status_code < 400:
+                return response.content
+            problem = f"HTTP {response.status_code}: {response.text[:200]}"
+            if response.status_code in RETRYABLE_STATUS:
+                raise _Retryable(problem, _retry_after(response))
+            raise UpstreamError(f"GET {response.url} failed with {problem}")
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            on_retry(
+                f"GET {url} attempt {state.attempt_number} failed ({error}); "
+                f"retrying in {delay:.2f} s"
+            )
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Retryable as error:
+            raise UpstreamUnavailableError(
+                f"GET {url} failed {self.max_attempts} times; last error: {error}. "
+                "The upstream API is down or overloaded: retry the run later."
+            ) from error
 
     def _bodies(
         self, endpoint: str, updated_since: datetime | None, on_retry: Callable[[str], None]
@@ -73,8 +140,11 @@ class JournalApiResource(dg.ConfigurableResource):
         params: dict[str, Any] = {"limit": self.page_size}
         if updated_since is not None:
             params["updated_since"] = updated_since.isoformat()
-        with httpx.Client(timeout=self.timeout_seconds) as client:
-            while True:
+        token = os.environ.get(TOKEN_ENV)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        seen: set[str] = set()
+        with httpx.Client(timeout=self.timeout_seconds, headers=headers) as client:
+            for page in range(1, self.max_pages + 1):
                 body = self._get(client, url, params, on_retry)
                 yield body
                 try:
@@ -83,19 +153,43 @@ class JournalApiResource(dg.ConfigurableResource):
                     return  # the consumer decodes this page too and reports it
                 if cursor is None:
                     return
+                if cursor in seen:
+                    raise PaginationError(
+                        f"/api/v1/{endpoint}: page {page} returned next_cursor {cursor!r}, "
+                        f"a cursor already followed (from updated_since {updated_since}); the "
+                        "upstream would page forever. Nothing from this batch was written."
+                    )
+                seen.add(cursor)
                 params["cursor"] = cursor
+            raise PaginationError(
+                f"/api/v1/{endpoint}: more than max_pages={self.max_pages} pages of "
+                f"{self.page_size} from updated_since {updated_since} (last cursor "
+                f"{params.get('cursor')!r}); more than can exist: the upstream's cursors loop. "
+                "Nothing from this batch was written."
+            )
 
     def fetch(
         self,
-        record_type: type[Record],
+        record_type: type[msgspec.Struct],
         updated_since: datetime | None = None,
         on_retry: Callable[[str], None] = lambda message: None,
+        on_rejected: Callable[[list[Rejected]], None] | None = None,
     ) -> Iterator[list[Any]]:
-        """Validated pages of records; the next page downloads while this one is loaded."""
-        endpoint = endpoint_path(record_type)
-        bodies = _prefetch(self._bodies(record_type.endpoint, updated_since, on_retry))
+        """Validated pages of records; the next page downloads while this one is loaded.
+
+        A record that fails validation fails the fetch, naming it; with ``on_rejected``
+        (quarantine) it is handed there instead and the rest of its page comes through.
+        """
+        endpoint = endpoint_path(record_type)  # type: ignore[arg-type]
+        name: str = record_type.endpoint  # type: ignore[attr-defined]
+        bodies = _prefetch(self._bodies(name, updated_since, on_retry))
         for number, body in enumerate(bodies, start=1):
-            records, _ = decode_page(body, record_type, endpoint, number)
+            if on_rejected is None:
+                records, _ = decode_page(body, record_type, endpoint, number)
+            else:
+                records, rejected = decode_page_lenient(body, record_type, endpoint, number)
+                if rejected:
+                    on_rejected(rejected)
             yield records
 
 
@@ -142,4 +236,9 @@ def _prefetch(source: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
         thread.join(timeout=5)
 
 
-__all__ = ["JournalApiResource", "MalformedPageError", "UpstreamUnavailableError"]
+__all__ = [
+    "JournalApiResource",
+    "MalformedPageError",
+    "PaginationError",
+    "UpstreamUnavailableError",
+]

@@ -23,8 +23,28 @@ class PostgresResource(dg.ConfigurableResource):
     sslmode: str = "prefer"
     application_name: str = "data-platform"
     connect_timeout_seconds: int = 10
+    # TCP keepalives: a peer lost with its node (a run pod, the database) is noticed within
+    # about idle + interval * count seconds, not when the kernel gives up hours later; a
+    # session that held a lock then ends, and its transaction rolls back
+    keepalives_idle_seconds: int = 30
+    keepalives_interval_seconds: int = 10
+    keepalives_count: int = 3
+    lock_timeout_seconds: float | None = Field(
+        default=None, description="every statement on these connections: wait this long for a lock"
+    )
+    statement_timeout_seconds: float | None = Field(
+        default=None, description="every statement on these connections: run at most this long"
+    )
 
     def conninfo(self, database: str | None = None) -> str:
+        settings = [
+            f"-c {name}={int(seconds * 1000)}"
+            for name, seconds in (
+                ("lock_timeout", self.lock_timeout_seconds),
+                ("statement_timeout", self.statement_timeout_seconds),
+            )
+            if seconds is not None
+        ]
         return psycopg.conninfo.make_conninfo(
             host=self.host,
             port=self.port,
@@ -34,6 +54,11 @@ class PostgresResource(dg.ConfigurableResource):
             sslmode=self.sslmode,
             application_name=self.application_name,
             connect_timeout=self.connect_timeout_seconds,
+            keepalives=1,
+            keepalives_idle=self.keepalives_idle_seconds,
+            keepalives_interval=self.keepalives_interval_seconds,
+            keepalives_count=self.keepalives_count,
+            **({"options": " ".join(settings)} if settings else {}),
         )
 
     def sqlalchemy_url(self, driver: str = "psycopg", database: str | None = None) -> str:
@@ -60,13 +85,21 @@ class PostgresResource(dg.ConfigurableResource):
 
 
 def copy_into(
-    cursor: psycopg.Cursor[Any], table: str | sql.Composable, columns: Sequence[str]
+    cursor: psycopg.Cursor[Any],
+    table: str | sql.Composable,
+    columns: Sequence[str],
+    queued: bool = False,
 ) -> AbstractContextManager[psycopg.Copy]:
     """``COPY table (columns) FROM STDIN`` in text format on an open cursor: write rows with
     ``write_row`` or whole blocks of COPY text with ``write``. Nothing is visible to others
-    until the caller's transaction commits, and a rollback leaves no row behind."""
+    until the caller's transaction commits, and a rollback leaves no row behind.
+
+    ``queued``: the data is sent from a thread of its own, so the caller prepares the next
+    block while Postgres takes the last one (for long streams of large blocks)."""
     target = sql.Identifier(*table.split(".")) if isinstance(table, str) else table
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         target, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
+    if queued:
+        return cursor.copy(statement, writer=psycopg.copy.QueuedLibpqWriter(cursor))
     return cursor.copy(statement)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,9 @@ class JournalApiProcess:
     log_path: Path
     options: dict[str, Any]
     process: ManagedProcess | None = None
+    # admin endpoints need this token (the stack keeps its own with the generated secrets)
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+    read_token: str | None = field(default=None, repr=False)  # if set, /api/v1/* needs it
 
     @property
     def url(self) -> str:
@@ -33,7 +38,11 @@ class JournalApiProcess:
         argv = [sys.executable, "-m", "data_platform_dev.journal_api", "--port", str(self.port)]
         for name, value in self.options.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
-        self.process = ManagedProcess("journal-api", argv, self.log_path).start()
+        env = {**os.environ, "JOURNAL_API_ADMIN_TOKEN": self.admin_token}
+        env.pop("JOURNAL_API_TOKEN", None)
+        if self.read_token:
+            env["JOURNAL_API_TOKEN"] = self.read_token
+        self.process = ManagedProcess("journal-api", argv, self.log_path, env=env).start()
         return self.process
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -45,13 +54,25 @@ class JournalApiProcess:
     def health(self) -> dict[str, Any]:
         return httpx.get(f"{self.url}/health", timeout=5).raise_for_status().json()  # type: ignore[no-any-return]
 
+    def admin(self, action: str, body: dict[str, Any], timeout: float = 30) -> Any:
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        response = httpx.post(
+            f"{self.url}/admin/{action}", json=body, headers=headers, timeout=timeout
+        )
+        return response.raise_for_status().json()
+
     def set_faults(self, **faults: Any) -> dict[str, Any]:
-        response = httpx.post(f"{self.url}/admin/faults", json=faults, timeout=5)
-        return response.raise_for_status().json()  # type: ignore[no-any-return]
+        return self.admin("faults", faults)  # type: ignore[no-any-return]
 
     def advance(self, **changes: int) -> dict[str, int]:
-        response = httpx.post(f"{self.url}/admin/advance", json=changes, timeout=30)
-        return response.raise_for_status().json()  # type: ignore[no-any-return]
+        return self.admin("advance", changes)  # type: ignore[no-any-return]
+
+    def delete(self, entity: str, row_id: int) -> list[dict[str, Any]]:
+        """Delete a user (and their entries) or an entry; the tombstones it made."""
+        return self.admin("delete", {"entity": entity, "id": row_id})  # type: ignore[no-any-return]
+
+    def restore(self, entity: str, row_id: int) -> dict[str, Any]:
+        return self.admin("restore", {"entity": entity, "id": row_id})  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         if self.process is not None:

@@ -1,22 +1,37 @@
 """The development upstream: a real HTTP server speaking the journal app's REST API.
 
 It runs as its own process on a port (the demo, the tests and the benchmarks start it the
-same way) and can inject the faults an upstream really has: 5xx responses, latency,
-malformed JSON, a dropped field, a field of the wrong type.
+same way) and can inject the faults an upstream really has: 5xx and 429 responses, latency,
+malformed JSON, a dropped, added or mistyped field, a repeated cursor, late commits.
 
     GET  /api/v1/{users,game_types,journal_entries}?updated_since=ISO&limit=N&cursor=TOKEN
          -> {"data": [...], "next_cursor": TOKEN | null}   rows ordered by (updated_at, id)
+    GET  /api/v1/deletions?updated_since=ISO&limit=N&cursor=TOKEN
+         -> {"data": [{"entity": "users" | "journal_entries", "id": 7, "deleted_at": ISO}],
+             "next_cursor": TOKEN | null}   tombstones ordered by deleted_at; deleting a user
+             deletes their journal entries too, one tombstone each, all at one deleted_at
     GET  /health
     GET|POST /admin/faults   {"error_rate": 0.1, "fail_next": 2, "latency_ms": 50,
                               "malformed": "journal_entries", "drop_field": "journal_entries.mood",
                               "wrong_type": "journal_entries.score", "fault_record_id": 17,
-                              "fault_after_pages": 1}
-    POST /admin/advance      {"new_entries": 10, "changed_entries": 5, "new_users": 1}
+                              "fault_after_pages": 1, "extra_field": "journal_entries.location",
+                              "repeat_cursor": "journal_entries", "rate_limit_next": 1,
+                              "retry_after_seconds": 1, "late_commit_seconds": 120}
+    POST /admin/advance      {"new_entries": 10, "changed_entries": 5, "new_users": 1,
+                              "late_seconds": 60, "same_stamp": true}
+    POST /admin/delete       {"entity": "users" | "journal_entries", "id": 7}
+    POST /admin/restore      {"entity": "users" | "journal_entries", "id": 7}
+
+/admin/* needs ``Authorization: Bearer $JOURNAL_API_ADMIN_TOKEN`` (from the environment; without
+it the admin endpoints are off). With JOURNAL_API_TOKEN set, /api/v1/* needs that token too.
+Request bodies are capped at 64 KiB and ``advance`` at 100,000 rows of each kind.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
+import os
 import random
 import re
 import threading
@@ -34,6 +49,10 @@ from data_platform_dev.journal_api.synthetic import Columns, JournalData
 
 API_PREFIX = "/api/v1/"
 MAX_LIMIT = 50_000
+MAX_BODY_BYTES = 64 * 1024
+MAX_ADVANCE = 100_000
+ADMIN_TOKEN_ENV = "JOURNAL_API_ADMIN_TOKEN"
+READ_TOKEN_ENV = "JOURNAL_API_TOKEN"
 PageKey = tuple[str, "tuple[int, int] | None", "datetime | None", int]  # table, after, since, limit
 _UNSAFE_TEXT = re.compile(r'["\\\x00-\x1f]')
 
@@ -48,6 +67,11 @@ class Faults:
     wrong_type: str | None = None  # "table.field"
     fault_record_id: int | None = None  # only this record is damaged (default: every record)
     fault_after_pages: int = 0  # pages served intact per table before damage starts
+    extra_field: str | None = None  # "table.field": a field the client has not declared yet
+    repeat_cursor: str | None = None  # table whose pages all point back at the same cursor
+    rate_limit_next: int = 0  # the next N requests answer 429 with Retry-After
+    retry_after_seconds: int = 1
+    late_commit_seconds: int = 0  # every advance stamps its rows this far in the past
 
     def applies_to(self, spec: str | None, table: str) -> str | None:
         """The field named by a "table.field" spec when it targets ``table``."""
@@ -98,13 +122,19 @@ class JournalApi:
             self.pages_served.clear()
         return self.faults
 
-    def should_fail(self) -> bool:
+    def should_fail(self) -> int | None:
+        """The status code of an injected failure for this request, if any."""
         with self.lock:
             self.requests += 1
+            if self.faults.rate_limit_next > 0:
+                self.faults.rate_limit_next -= 1
+                return 429
             if self.faults.fail_next > 0:
                 self.faults.fail_next -= 1
-                return True
-            return self.faults.error_rate > 0 and self.random.random() < self.faults.error_rate
+                return 503
+            if self.faults.error_rate > 0 and self.random.random() < self.faults.error_rate:
+                return 503
+            return None
 
     def _page(self, key: PageKey) -> tuple[bytes, str | None]:
         """A page's JSON array and the next cursor; full pages of base rows are cached."""
@@ -113,7 +143,10 @@ class JournalApi:
             if key in self.page_cache:
                 return self.page_cache[key]
             generation = self.generation
-            data, next_after = self.data.page(table, since, after, limit)
+            if table == "deletions":
+                data, next_after = self.data.deletions_page(since, after, limit)
+            else:
+                data, next_after = self.data.page(table, since, after, limit)
         next_cursor = None if next_after is None else f"{next_after[0]}.{next_after[1]}"
         if isinstance(data, list):  # rows from the change log: small, never cached
             return msgspec.json.encode(data), next_cursor
@@ -123,11 +156,19 @@ class JournalApi:
                 self.page_cache[key] = (body, next_cursor)
         return body, next_cursor
 
-    def advance(self, changes: dict[str, int]) -> dict[str, int]:
+    def change(self, action: str, body: dict[str, Any]) -> Any:
+        """Apply an admin change; rendered pages are dropped (changed rows leave them)."""
         with self.lock:
-            self.generation += 1  # changed rows leave their base pages: drop what was rendered
+            self.generation += 1
             self.page_cache.clear()
-            return self.data.advance(**changes)
+            if action == "advance":
+                return self.data.advance(**_bounded_advance(body, self.faults))
+            entity, row_id = body.get("entity"), body.get("id")
+            if not isinstance(entity, str) or not isinstance(row_id, int):
+                raise ValueError('expected {"entity": "users" | "journal_entries", "id": <int>}')
+            if action == "delete":
+                return [t.as_json() for t in self.data.delete(entity, row_id)]
+            return self.data.restore(entity, row_id)
 
     def render_page(self, table: str, query: dict[str, list[str]]) -> bytes:
         limit = min(int(query.get("limit", ["1000"])[0]), MAX_LIMIT)
@@ -146,9 +187,12 @@ class JournalApi:
         damaged = served >= faults.fault_after_pages
         drop = faults.applies_to(faults.drop_field, table) if damaged else None
         wrong = faults.applies_to(faults.wrong_type, table) if damaged else None
-        if drop or wrong:
+        extra = faults.applies_to(faults.extra_field, table)
+        if drop or wrong or extra:
             rows = msgspec.json.decode(body)
             for row in rows:
+                if extra:
+                    row[extra] = f"{extra}-{row['id']}"
                 if faults.fault_record_id not in (None, row["id"]):
                     continue
                 if drop:
@@ -156,10 +200,25 @@ class JournalApi:
                 if wrong:
                     row[wrong] = f"not-a-{wrong}"
             body = msgspec.json.encode(rows)
+        if faults.repeat_cursor == table and next_cursor is not None and damaged:
+            next_cursor = cursor_raw or next_cursor  # a broken upstream pointing back at itself
         page = b'{"data":' + body + b',"next_cursor":' + msgspec.json.encode(next_cursor) + b"}"
         if damaged and faults.malformed in (table, "*"):
             page = page[: max(len(page) // 2, 1)]  # cut mid-document, as a dropped proxy would
         return page
+
+
+def _bounded_advance(body: dict[str, Any], faults: Faults) -> dict[str, Any]:
+    """``advance``'s arguments, checked: counts and delays are bounded, nothing else passes."""
+    counts = ("new_entries", "changed_entries", "new_users", "late_seconds")
+    unknown = set(body) - {*counts, "same_stamp"}
+    if unknown:
+        raise ValueError(f"unknown advance argument(s) {sorted(unknown)}")
+    for name in counts:
+        value = body.get(name, 0)
+        if not isinstance(value, int) or not 0 <= value <= MAX_ADVANCE:
+            raise ValueError(f"{name} must be an integer from 0 to {MAX_ADVANCE}, got {value!r}")
+    return {"late_seconds": faults.late_commit_seconds, **body}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -182,24 +241,54 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
-        return msgspec.json.decode(self.rfile.read(length)) if length else {}
+        if length > MAX_BODY_BYTES:
+            raise BodyTooLargeError(
+                f"request body of {length} bytes; the limit is {MAX_BODY_BYTES}"
+            )
+        body = msgspec.json.decode(self.rfile.read(length)) if length else {}
+        if not isinstance(body, dict):
+            raise ValueError("the request body must be a JSON object")
+        return body
+
+    def _authorized(self, token: str | None) -> bool:
+        """True when the request carries ``token``; answers 401/403 itself otherwise."""
+        if token is None:
+            self._json(403, {"error": f"admin endpoints are off: start with {ADMIN_TOKEN_ENV} set"})
+            return False
+        sent = self.headers.get("Authorization", "")
+        if hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            return True
+        self._json(401, {"error": "missing or wrong bearer token"})
+        return False
 
     def do_GET(self) -> None:
         api = self.server.api
         url = urlparse(self.path)
         if url.path == "/health":
             counts = {name: t.count for name, t in api.data.tables.items()}
-            return self._json(200, {"status": "ok", "counts": counts})
+            deletions = len(api.data.deletions)
+            return self._json(200, {"status": "ok", "counts": counts, "deletions": deletions})
         if url.path == "/admin/faults":
-            return self._json(200, asdict(api.faults))
+            if self._authorized(self.server.admin_token):
+                self._json(200, asdict(api.faults))
+            return None
         if url.path.startswith(API_PREFIX):
             table = url.path[len(API_PREFIX) :].strip("/")
-            if table not in api.data.tables:
+            if table not in api.data.tables and table != "deletions":
                 return self._json(404, {"error": f"no endpoint {url.path}"})
+            if self.server.read_token is not None and not self._authorized(self.server.read_token):
+                return None
             if api.faults.latency_ms:
                 time.sleep(api.faults.latency_ms / 1000)
-            if api.should_fail():
-                return self._json(503, {"error": "injected upstream failure"})
+            status = api.should_fail()
+            if status == 429:
+                self.send_response(429)
+                self.send_header("Retry-After", str(api.faults.retry_after_seconds))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            if status is not None:
+                return self._json(status, {"error": "injected upstream failure"})
             try:
                 return self._send(200, api.render_page(table, parse_qs(url.query)))
             except ValueError as error:
@@ -209,25 +298,44 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         api = self.server.api
         path = urlparse(self.path).path
+        if path not in ("/admin/faults", "/admin/advance", "/admin/delete", "/admin/restore"):
+            return self._json(404, {"error": f"no endpoint {path}"})
+        if not self._authorized(self.server.admin_token):
+            self.close_connection = True  # the unread body must not be taken for a request
+            return None
         try:
             body = self._body()
             if path == "/admin/faults":
                 return self._json(200, asdict(api.set_faults(body)))
-            if path == "/admin/advance":
-                return self._json(200, api.advance(body))
+            return self._json(200, api.change(path.removeprefix("/admin/"), body))
+        except BodyTooLargeError as error:
+            self.close_connection = True
+            return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(error)})
         except (TypeError, ValueError, msgspec.DecodeError) as error:
             return self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
-        return self._json(404, {"error": f"no endpoint {path}"})
+
+
+class BodyTooLargeError(ValueError):
+    pass
 
 
 class JournalApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], api: JournalApi, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        api: JournalApi,
+        verbose: bool = False,
+        admin_token: str | None = None,
+        read_token: str | None = None,
+    ) -> None:
         super().__init__(address, Handler)
         self.api = api
         self.verbose = verbose
+        self.admin_token = admin_token or None
+        self.read_token = read_token or None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -264,7 +372,11 @@ def main(argv: list[str] | None = None) -> None:
         data_options["end"] = args.end
     faults = Faults(**{f.name: getattr(args, f.name) for f in fields(Faults)})
     server = JournalApiServer(
-        (args.host, args.port), JournalApi(JournalData(**data_options), faults), args.verbose
+        (args.host, args.port),
+        JournalApi(JournalData(**data_options), faults),
+        args.verbose,
+        admin_token=os.environ.get(ADMIN_TOKEN_ENV),
+        read_token=os.environ.get(READ_TOKEN_ENV),
     )
     print(
         f"journal API on http://{args.host}:{args.port}{API_PREFIX} ({args.users} users, {args.entries} entries)",

@@ -1,9 +1,11 @@
 """Deterministic synthetic data for the journal app: the same options always give the same rows.
 
 Rows are computed from their id (a splitmix64 hash), so a million entries cost no memory
-until a page is served. Changes made after start-up (``advance``) are kept in an append-only
-change log whose timestamps come after every base row, which is what an incremental client
-sees from a real API: rows ordered by (updated_at, id), new and changed rows at the end.
+until a page is served. Changes made after start-up (``advance``) are kept in a change log
+whose timestamps come after every base row, which is what an incremental client sees from a
+real API: rows ordered by (updated_at, id), new and changed rows at the end. A late commit
+(``late_seconds``) lands inside the log, behind rows a reader may already have passed.
+Deletions hide rows and are reported as tombstones ({entity, id, deleted_at}).
 """
 
 from __future__ import annotations
@@ -55,20 +57,36 @@ Columns = dict[str, list[Any]]
 
 @dataclass
 class Table:
-    """A table of the API: base rows computed from their id, then a log of changed rows."""
+    """A table of the API: base rows computed from their id, then a log of changed rows.
+
+    The change log is kept sorted by (updated_at, id): a late commit (a row stamped in the
+    past) lands in the middle of it, where a reader that already passed that point misses it.
+    """
 
     name: str
     base_count: int
     base_timestamp: Callable[[np.ndarray], np.ndarray]  # id -> updated_at in microseconds
     base_columns: Callable[[np.ndarray], Columns]
-    # change log: rows in the order they changed, each with a later updated_at than any before
-    log_rows: list[dict[str, Any]] = field(default_factory=list)
-    log_stamps: list[tuple[int, int]] = field(default_factory=list)  # (updated_at us, id)
-    latest: dict[int, int] = field(default_factory=dict)  # id -> its newest log position
+    log_stamps: list[tuple[int, int]] = field(default_factory=list)  # sorted (updated_at us, id)
+    log_rows: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    latest: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> its newest version
+    gone: set[int] = field(default_factory=set)  # deleted ids
+    created: int = 0  # ids handed out after the base rows
+
+    @property
+    def next_id(self) -> int:
+        return self.base_count + self.created + 1
 
     @property
     def count(self) -> int:
-        return self.base_count + sum(1 for i in self.latest if i > self.base_count)
+        return self.base_count + self.created - len(self.gone)
+
+    def exists(self, row_id: int) -> bool:
+        return 1 <= row_id < self.next_id and row_id not in self.gone
+
+    def _hidden(self) -> np.ndarray:
+        """Base ids not served from the base: changed (now in the log) or deleted."""
+        return np.fromiter([*self.latest, *self.gone], dtype=np.int64)
 
     def _base_after(self, after: tuple[int, int], limit: int) -> np.ndarray:
         """Base ids whose (updated_at, id) comes after ``after``, skipping rows that moved."""
@@ -82,12 +100,13 @@ class Table:
                 hi = mid
             else:
                 lo = mid + 1
+        hidden = self._hidden()
         ids: list[np.ndarray] = []
         taken, start = 0, lo
         while taken < limit and start <= self.base_count:
             chunk = np.arange(start, min(start + limit, self.base_count + 1), dtype=np.int64)
-            if self.latest:
-                chunk = chunk[~np.isin(chunk, np.fromiter(self.latest, dtype=np.int64))]
+            if len(hidden):
+                chunk = chunk[~np.isin(chunk, hidden)]
             chunk = chunk[: limit - taken]
             ids.append(chunk)
             taken += len(chunk)
@@ -111,12 +130,12 @@ class Table:
                 dict(zip(cols, values, strict=True)) for values in zip(*cols.values(), strict=True)
             ]
         position = bisect.bisect_right(self.log_stamps, after)
-        while len(rows) < limit and position < len(self.log_rows):
-            row = self.log_rows[position]
-            if self.latest[row["id"]] == position:  # skip versions that changed again later
-                rows.append(row)
+        while len(rows) < limit and position < len(self.log_stamps):
+            key = self.log_stamps[position]
+            if key[1] not in self.gone and self.latest[key[1]] == key:  # newest versions only
+                rows.append(self.log_rows[key])
             position += 1
-        if position >= len(self.log_rows):
+        if position >= len(self.log_stamps):
             return rows, None
         return rows, self.log_stamps[position - 1]
 
@@ -127,9 +146,27 @@ class Table:
         return {name: values[0] for name, values in cols.items()}
 
     def append(self, row: dict[str, Any], updated_at_us: int) -> None:
-        self.log_stamps.append((updated_at_us, row["id"]))
-        self.log_rows.append(row)
-        self.latest[row["id"]] = len(self.log_rows) - 1
+        """A new version of a row; ``updated_at_us`` may lie in the past (a late commit)."""
+        key = (updated_at_us, row["id"])
+        bisect.insort(self.log_stamps, key)
+        self.log_rows[key] = row
+        self.latest[row["id"]] = key
+        self.gone.discard(row["id"])
+        if row["id"] >= self.next_id:
+            self.created = row["id"] - self.base_count
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """One deletion as the API reports it: which row, and when it was deleted."""
+
+    deleted_at_us: int
+    sequence: int  # order of deletions with one timestamp (a user and all their entries)
+    entity: str
+    id: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"entity": self.entity, "id": self.id, "deleted_at": _iso_one(self.deleted_at_us)}
 
 
 def _to_us(moment: datetime) -> int:
@@ -156,6 +193,7 @@ class JournalData:
     tables: dict[str, Table] = field(init=False)
     _clock_us: int = field(init=False)
     _changes: int = field(init=False, default=0)
+    deletions: list[Tombstone] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         end = self.end
@@ -227,14 +265,40 @@ class JournalData:
         self._clock_us += _US
         return self._clock_us
 
+    def _stamps(self, late_seconds: int, same_stamp: bool) -> Callable[[], int]:
+        """Timestamps for one change: ticking, or one for all; ``late_seconds`` in the past
+        (never before ``end``: base rows stay ahead of the change log)."""
+        shared = max(self._tick() - late_seconds * _US, self._end_us)
+        if same_stamp:
+            return lambda: shared
+        return lambda: max(self._tick() - late_seconds * _US, self._end_us)
+
+    def _live_id(self, table: Table, candidate: int) -> int:
+        """``candidate`` or the next id after it (wrapping) that still exists."""
+        for offset in range(table.next_id):
+            row_id = (candidate - 1 + offset) % (table.next_id - 1) + 1
+            if table.exists(row_id):
+                return row_id
+        raise ValueError(f"no {table.name} left to choose from")
+
     def advance(
-        self, new_entries: int = 0, changed_entries: int = 0, new_users: int = 0
+        self,
+        new_entries: int = 0,
+        changed_entries: int = 0,
+        new_users: int = 0,
+        late_seconds: int = 0,
+        same_stamp: bool = False,
     ) -> dict[str, int]:
-        """Append new users and entries and change some existing entries, after every base row."""
+        """Append new users and entries and change some existing entries, after every base row.
+
+        ``late_seconds`` stamps these rows that far in the past, as a transaction that began
+        earlier and commits now (a late commit); ``same_stamp`` gives them all one timestamp.
+        """
         users, entries = self.tables["users"], self.tables["journal_entries"]
+        stamp_of = self._stamps(late_seconds, same_stamp)
         for _ in range(new_users):
-            stamp = self._tick()
-            user_id = users.count + 1
+            stamp = stamp_of()
+            user_id = users.next_id
             users.append(
                 {
                     "id": user_id,
@@ -245,15 +309,14 @@ class JournalData:
                 },
                 stamp,
             )
-        total_users = users.count
         for _ in range(new_entries):
-            stamp = self._tick()
-            entry_id = entries.count + 1
+            stamp = stamp_of()
+            entry_id = entries.next_id
             mixed = [int(_mix(np.array([entry_id]), self.seed + k)[0]) for k in range(5)]
             entries.append(
                 {
                     "id": entry_id,
-                    "user_id": mixed[0] % total_users + 1,
+                    "user_id": self._live_id(users, mixed[0] % (users.next_id - 1) + 1),
                     "game_type_id": mixed[1] % len(GAME_TYPES) + 1,
                     "created_at": _iso_one(stamp),
                     "updated_at": _iso_one(stamp),
@@ -265,14 +328,72 @@ class JournalData:
             )
         for _ in range(changed_entries):
             self._changes += 1
-            entry_id = int(_mix(np.array([self._changes]), self.seed + 99)[0]) % entries.count + 1
+            picked = int(_mix(np.array([self._changes]), self.seed + 99)[0])
+            entry_id = self._live_id(entries, picked % (entries.next_id - 1) + 1)
             row = entries.current(entry_id)
-            stamp = self._tick()
+            stamp = stamp_of()
             row["mood"] = row["mood"] % 5 + 1
             row["score"] = min(row["score"] + 1, 1000)
             row["updated_at"] = _iso_one(stamp)
             entries.append(row, stamp)
+        return self.counts()
+
+    def counts(self) -> dict[str, int]:
         return {name: table.count for name, table in self.tables.items()}
+
+    def _entries_of(self, user_id: int) -> list[int]:
+        entries = self.tables["journal_entries"]
+        base = np.arange(1, entries.base_count + 1, dtype=np.int64)
+        owners = _mix(base, self.seed) % np.uint64(self.users) + np.uint64(1)
+        ids = {int(i) for i in base[owners == np.uint64(user_id)]} - set(entries.latest)
+        ids |= {
+            i for i, key in entries.latest.items() if entries.log_rows[key]["user_id"] == user_id
+        }
+        return sorted(i for i in ids if entries.exists(i))
+
+    def delete(self, entity: str, row_id: int) -> list[Tombstone]:
+        """Delete a row; a user's deletion deletes their entries too (a tombstone each)."""
+        table = self.tables.get(entity)
+        if entity not in ("users", "journal_entries") or table is None:
+            raise ValueError(f"cannot delete from {entity!r}: users or journal_entries")
+        if not table.exists(row_id):
+            raise ValueError(f"no {entity} row with id {row_id}")
+        stamp = self._tick()  # one deletion, one moment: the user and all their entries
+        victims = (
+            [("journal_entries", i) for i in self._entries_of(row_id)] if entity == "users" else []
+        )
+        victims.append((entity, row_id))
+        made = []
+        for name, victim in victims:
+            self.tables[name].gone.add(victim)
+            made.append(Tombstone(stamp, len(self.deletions), name, victim))
+            self.deletions.append(made[-1])
+        return made
+
+    def restore(self, entity: str, row_id: int) -> dict[str, Any]:
+        """Re-create a deleted row as it was, with a new updated_at after its deletion."""
+        table = self.tables.get(entity)
+        if table is None or row_id not in table.gone:
+            raise ValueError(f"no deleted {entity} row with id {row_id}")
+        row = table.current(row_id)
+        stamp = self._tick()
+        row["updated_at"] = _iso_one(stamp)
+        table.append(row, stamp)
+        return row
+
+    def deletions_page(
+        self, updated_since: datetime | None, after: tuple[int, int] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+        """Tombstones ordered by (deleted_at, sequence), from ``updated_since`` inclusive."""
+        if after is None:
+            since_us = _to_us(updated_since) if updated_since is not None else -(2**62)
+            after = (since_us - 1, 2**62)
+        keys = [(t.deleted_at_us, t.sequence) for t in self.deletions]
+        position = bisect.bisect_right(keys, after)
+        chosen = self.deletions[position : position + limit]
+        more = position + limit < len(self.deletions)
+        last = (chosen[-1].deleted_at_us, chosen[-1].sequence) if chosen and more else None
+        return [t.as_json() for t in chosen], last
 
     def page(
         self, table: str, updated_since: datetime | None, after: tuple[int, int] | None, limit: int

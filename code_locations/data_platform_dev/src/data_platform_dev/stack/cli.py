@@ -127,6 +127,7 @@ def _stored_secrets(path: Path) -> dict[str, str]:
     values = {
         settings.POSTGRES_PASSWORD: secrets.token_hex(16),
         settings.REDIS_PASSWORD: secrets.token_hex(16),
+        "JOURNAL_API_ADMIN_TOKEN": secrets.token_hex(16),  # the dev upstream's admin endpoints
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
@@ -271,6 +272,7 @@ class Stack:
             c.journal_api_port,
             c.logs / "journal-api.log",
             {"users": c.users, "entries": c.entries, "end": _upstream_end(c.state_dir)},
+            **({"admin_token": t} if (t := passwords.get("JOURNAL_API_ADMIN_TOKEN")) else {}),
         )
         api.spawn()
         self._record_processes()
