@@ -62,7 +62,7 @@ def test_persistent_5xx_gives_up_with_a_clear_error(start_journal_api, fetch_all
 def test_timeouts_are_retried(start_journal_api, fetch_all):
     api = start_journal_api(users=5, entries=10)
     api.set_faults(latency_ms=400)
-    with pytest.raises(UpstreamUnavailableError, match="ReadTimeout"):
+    with pytest.raises(UpstreamUnavailableError, match="failed 2 times; last error: ReadTimeout"):
         fetch_all(api, timeout_seconds=0.1, max_attempts=2)
     api.set_faults(latency_ms=50)
     pages, retries = fetch_all(api, timeout_seconds=2)

@@ -289,7 +289,8 @@ class JournalData:
         late_seconds: int = 0,
         same_stamp: bool = False,
     ) -> dict[str, int]:
-        """Append new users and entries and change some existing entries, after every base row.
+        """Append new users and entries and change ``changed_entries`` distinct existing
+        entries, after every base row.
 
         ``late_seconds`` stamps these rows that far in the past, as a transaction that began
         earlier and commits now (a late commit); ``same_stamp`` gives them all one timestamp.
@@ -326,10 +327,15 @@ class JournalData:
                 },
                 stamp,
             )
-        for _ in range(changed_entries):
-            self._changes += 1
-            picked = int(_mix(np.array([self._changes]), self.seed + 99)[0])
-            entry_id = self._live_id(entries, picked % (entries.next_id - 1) + 1)
+        changed: set[int] = set()
+        live = entries.count
+        for _ in range(min(changed_entries, live)):  # distinct entries: n asked, n changed
+            entry_id = 0
+            while entry_id == 0 or entry_id in changed:
+                self._changes += 1
+                picked = int(_mix(np.array([self._changes]), self.seed + 99)[0])
+                entry_id = self._live_id(entries, picked % (entries.next_id - 1) + 1)
+            changed.add(entry_id)
             row = entries.current(entry_id)
             stamp = stamp_of()
             row["mood"] = row["mood"] % 5 + 1
