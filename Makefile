@@ -58,11 +58,11 @@ bench-ingest: install ## Ingest 1,000,000 journal entries; rows/s and the ratio 
 	$(RUN) python -m tests.benchmarks.bench_ingest
 
 # --- Kubernetes: images, charts, kind ------------------------------------------------------
-render: install ## Render every release to build/manifests/<release>.yaml (RENDER_ENV=production for production values)
-	$(RUN) python tests/kubernetes/render_releases.py --env $(or $(RENDER_ENV),dev)
+render: install ## Render every release to build/manifests/<release>.yaml (RENDER_ENV=production for production values); says which chart version rendered
+	$(RUN) python -m data_platform_dev.releases.render --env $(or $(RENDER_ENV),dev)
 
 chart-deps: install ## Download the official Dagster charts (dagster, dagster-user-deployments 1.13.27) where the network allows
-	$(RUN) python tests/kubernetes/chart_deps.py
+	$(RUN) python -m data_platform_dev.releases.chart_deps
 
 kind-up: ## Create the local kind cluster "data-platform" (charts/kind-cluster.yaml)
 	kind get clusters 2>/dev/null | grep -qx data-platform || kind create cluster --config charts/kind-cluster.yaml
@@ -78,7 +78,7 @@ images: ## Build the three code location images (REGISTRY=<registry> builds and 
 	skaffold build $(if $(REGISTRY),-p production --default-repo $(REGISTRY)) --file-output build/images.json
 
 deploy: install ## helm upgrade --install every release, in order, against the current kubectl context
-	$(RUN) python tests/kubernetes/deploy_releases.py $(if $(wildcard build/images.json),--images build/images.json)
+	$(RUN) python -m data_platform_dev.releases.deploy $(if $(wildcard build/images.json),--images build/images.json)
 
 bench-features: install ## Materialize 100,000 users into Redis and read them back; ratios to raw COPY/HSET and HMGET
 	$(RUN) python -m tests.benchmarks.bench_features

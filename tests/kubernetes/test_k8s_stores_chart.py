@@ -9,8 +9,8 @@ from typing import Any
 
 import helm_python
 import k8s_cache
-import platform_releases as pr
 import pytest
+from data_platform_dev.releases import core as pr
 
 STORES = pr.STORES_RELEASE
 

@@ -1,12 +1,13 @@
 """The platform's Helm releases, rendered offline: one place that knows every release, its chart
 and its values, shared by `make render`, `make chart-deps`, `make deploy`, the kind end-to-end
-run and the tests in this folder.
+run and the tests in tests/kubernetes.
 
 Rendering uses the real Helm engine: the `helm` binary when it is on PATH, else helm-python-sdk
-(Helm's Go SDK in a wheel). The official Dagster charts are used when `make chart-deps` has put
-them under charts/dagster-system/charts/; their values schemas `$ref` Kubernetes definitions on
-the network, so a copy with those references dropped is rendered instead (offline, Helm would
-fail to load them).
+(Helm's Go SDK in a wheel). The official Dagster charts come from charts/dagster-system/charts/
+when `make chart-deps` fetched the pinned version, else from the official 1.9.4 packages kept in
+shared/reference beside the repository (the newest reachable offline). Their values schemas
+`$ref` Kubernetes definitions on the network, so a scratch copy with those references dropped
+is rendered instead (offline, Helm would fail to load them).
 """
 
 from __future__ import annotations
@@ -27,11 +28,22 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def _repository_root() -> Path:
+    """The checkout this package is installed from (editable, as `make install` does)."""
+    for candidate in Path(__file__).resolve().parents:
+        if (candidate / "charts").is_dir() and (candidate / "code_locations").is_dir():
+            return candidate
+    raise RuntimeError(f"{__file__} is not inside the data platform repository")
+
+
+REPO_ROOT = _repository_root()
 NAMESPACE = "data-platform"
 KUBERNETES_VERSIONS = ("1.29", "1.33")
 
 DAGSTER_CHART_VERSION = "1.13.27"
+# The official packages reachable offline (shared/reference/dagster-helm-chart/packages/).
+REFERENCE_CHART_VERSION = "1.9.4"
 DAGSTER_HELM_REPO = "https://dagster-io.github.io/helm"
 SYSTEM_CHART = "dagster"
 LOCATION_CHART = "dagster-user-deployments"
@@ -43,6 +55,8 @@ VENDOR_DIR = SYSTEM_VALUES_DIR / "charts"  # git-ignored: `make chart-deps` fill
 STORES_RELEASE = "stores"
 SYSTEM_RELEASE = "dagster"
 ENVIRONMENTS = ("dev", "production")
+# The synthetic upstream's image (images/dev-upstream): built and deployed for kind only.
+DEV_UPSTREAM_IMAGE = "data-platform/dev-upstream"
 
 # The keys every platform Secret must hold (the stores chart generates them for development;
 # in production whoever owns secrets creates them under the names in values-production.yaml).
@@ -135,11 +149,11 @@ def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[
         raise ValueError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
     stores_set: dict[str, Any] = {}
     feature_image = image_overrides(images, "data-platform/feature-store")
-    ingestion_image = image_overrides(images, "data-platform/ingestion")
+    upstream_image = image_overrides(images, DEV_UPSTREAM_IMAGE)
     if feature_image:
         stores_set["featureServer"] = {"image": feature_image}
-    if ingestion_image:
-        stores_set["journalApi"] = {"image": ingestion_image}
+    if upstream_image and env == "dev":
+        stores_set["journalApi"] = {"image": upstream_image}
     system_files = [SYSTEM_VALUES_DIR / "values.yaml"]
     if env == "dev":
         system_files.append(SYSTEM_VALUES_DIR / "values-dev.yaml")
@@ -165,12 +179,88 @@ def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[
 
 
 # --------------------------------------------------------------------------------------------
+# Images: one Dockerfile, one target per image
+
+
+DOCKERFILE = REPO_ROOT / "images" / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    image: str  # repository, as in skaffold.yaml and the values files
+    target: str  # the Dockerfile stage
+    package: str  # the uv workspace package installed (build argument PACKAGE)
+    source: str  # its folder under code_locations/ (build argument SOURCE)
+
+    @property
+    def build_args(self) -> dict[str, str]:
+        return {"PACKAGE": self.package, "SOURCE": self.source}
+
+
+def image_builds(env: str = "dev") -> list[ImageBuild]:
+    """The images an environment deploys: a location's image per location, plus the synthetic
+    upstream in development."""
+    builds = [
+        ImageBuild(loc.image, loc.deployment, f"location-{loc.deployment}", loc.package)
+        for loc in locations()
+    ]
+    if env == "dev":
+        builds.append(
+            ImageBuild(DEV_UPSTREAM_IMAGE, "dev-upstream", "data-platform-dev", "data_platform_dev")
+        )
+    return builds
+
+
+# --------------------------------------------------------------------------------------------
 # Charts
 
 
-def official_chart_archive(chart: str) -> Path | None:
+def reference_dir() -> Path | None:
+    """shared/reference/dagster-helm-chart beside the repository: ../shared in CI (shared/ sits
+    beside the clone), ../../shared from a worktree; $DAGSTER_CHART_SCHEMA_DIR overrides."""
+    candidates = []
+    if os.environ.get("DAGSTER_CHART_SCHEMA_DIR"):
+        candidates.append(Path(os.environ["DAGSTER_CHART_SCHEMA_DIR"]))
+    candidates += [
+        REPO_ROOT / ".." / "shared" / "reference" / "dagster-helm-chart",
+        REPO_ROOT / ".." / ".." / "shared" / "reference" / "dagster-helm-chart",
+    ]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
+
+
+def vendored_chart_archive(chart: str) -> Path | None:
+    """The pinned version, when `make chart-deps` fetched it."""
     archive = VENDOR_DIR / f"{chart}-{DAGSTER_CHART_VERSION}.tgz"
     return archive if archive.is_file() else None
+
+
+def official_chart_archive(chart: str) -> Path | None:
+    """The pinned package when fetched, else the official reference package, else None."""
+    archive = vendored_chart_archive(chart)
+    if archive is not None:
+        return archive
+    directory = reference_dir()
+    if directory is None:
+        return None
+    reference = directory / "packages" / f"{chart}-{REFERENCE_CHART_VERSION}.tgz"
+    return reference if reference.is_file() else None
+
+
+def official_chart_version(chart: str) -> str | None:
+    """The version of the package the official releases render with (None: no package)."""
+    archive = official_chart_archive(chart)
+    if archive is None:
+        return None
+    return archive.name.removeprefix(f"{chart}-").removesuffix(".tgz")
+
+
+def chart_version_for(release: Release) -> str:
+    if not release.official:
+        return str(load_yaml(STORES_CHART_DIR / "Chart.yaml")["version"])
+    return official_chart_version(release.chart) or "missing"
 
 
 def drop_remote_refs(schema: Any) -> Any:
@@ -198,7 +288,7 @@ def offline_chart_dir(chart: str) -> Path | None:
     if archive is None:
         return None
     stamp = f"{archive.stat().st_size}-{int(archive.stat().st_mtime)}"
-    target = _offline_cache_dir() / f"{chart}-{DAGSTER_CHART_VERSION}-{stamp}"
+    target = _offline_cache_dir() / f"{archive.name.removesuffix('.tgz')}-{stamp}"
     chart_dir = target / chart
     if not chart_dir.is_dir():
         staging = Path(tempfile.mkdtemp(prefix=f"{chart}-", dir=_offline_cache_dir().parent))
@@ -287,8 +377,10 @@ def render_text(release: Release, extra_values: Mapping[str, Any] | None = None)
     chart_dir = chart_dir_for(release)
     if chart_dir is None:
         raise ChartMissing(
-            f"chart {release.chart}-{DAGSTER_CHART_VERSION}.tgz is not in {VENDOR_DIR}; "
-            "run `make chart-deps` where https://dagster-io.github.io/helm is reachable"
+            f"chart {release.chart}: neither {release.chart}-{DAGSTER_CHART_VERSION}.tgz in "
+            f"{VENDOR_DIR} (`make chart-deps` where https://dagster-io.github.io/helm is "
+            f"reachable) nor {release.chart}-{REFERENCE_CHART_VERSION}.tgz in "
+            "../shared/reference/dagster-helm-chart/packages beside the repository"
         )
     values = deep_merge(release.values(), extra_values or {})
     helm = helm_binary()
@@ -773,18 +865,10 @@ def build_run_job(
 
 
 def reference_schema_dir() -> Path | None:
-    """The official charts' values schemas: $DAGSTER_CHART_SCHEMA_DIR, else shared/reference
-    beside the repository (as laid out in this workspace)."""
-    candidates = []
-    if os.environ.get("DAGSTER_CHART_SCHEMA_DIR"):
-        candidates.append(Path(os.environ["DAGSTER_CHART_SCHEMA_DIR"]))
-    candidates += [
-        REPO_ROOT.parent / "shared" / "reference" / "dagster-helm-chart",
-        REPO_ROOT / ".." / ".." / "shared" / "reference" / "dagster-helm-chart",
-    ]
-    for candidate in candidates:
-        if (candidate / "values.schema.json").is_file():
-            return candidate.resolve()
+    """The official charts' values schemas (reference copies, newer than the 1.9.4 packages)."""
+    directory = reference_dir()
+    if directory is not None and (directory / "values.schema.json").is_file():
+        return directory
     return None
 
 
@@ -799,9 +883,9 @@ def drop_required(schema: Any) -> Any:
 
 
 def official_values_schema(chart: str) -> dict[str, Any] | None:
-    """The chart's values schema, offline: from the fetched chart when present, else from the
-    reference copy. None when neither is available."""
-    chart_dir = offline_chart_dir(chart)
+    """The chart's values schema, offline: from the fetched pinned chart when present, else from
+    the reference copy (newer than the 1.9.4 packages). None when neither is available."""
+    chart_dir = offline_chart_dir(chart) if vendored_chart_archive(chart) else None
     if chart_dir is not None and (chart_dir / "values.schema.json").is_file():
         return dict(json.loads((chart_dir / "values.schema.json").read_text()))
     directory = reference_schema_dir()
@@ -819,7 +903,7 @@ def values_schema_errors(
     `required`."""
     import jsonschema
 
-    chart_dir = offline_chart_dir(chart)
+    chart_dir = offline_chart_dir(chart) if vendored_chart_archive(chart) else None
     if chart_dir is not None:
         document = deep_merge(load_yaml(chart_dir / "values.yaml") or {}, values)
         checked = dict(schema)
