@@ -278,10 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             "--timeout",
             "5m",
         )
-        system = pr.merge_values_files([pr.SYSTEM_VALUES_DIR / "values.yaml"])
-        with port_forward(
-            f"{pr.SYSTEM_RELEASE}-webserver", system["dagsterWebserver"]["service"]["port"]
-        ) as url:
+        system = next(r for r in pr.releases("dev") if r.name == pr.SYSTEM_RELEASE)
+        with port_forward(*pr.webserver_service(pr.render(system))) as url:
             jobs = wait_for_locations(url)
             run_id = launch_and_wait(url, pick_ingestion_job(jobs["ingestion"], args.job))
         assert_ran_as_kubernetes_job(run_id)

@@ -173,8 +173,7 @@ def test_skaffold_builds_and_deploys_every_location_with_its_artifact() -> None:
     assert by_name[pr.SYSTEM_RELEASE]["repo"] == pr.DAGSTER_HELM_REPO
     forward = config["portForward"][0]
     assert (forward["resourceName"], forward["port"], forward["address"], forward["localPort"]) == (
-        f"{pr.SYSTEM_RELEASE}-webserver",
-        system_values()["dagsterWebserver"]["service"]["port"],
+        *pr.webserver_service(k8s_cache.rendered("dev", pr.SYSTEM_RELEASE)),
         "127.0.0.1",
         3000,
     )

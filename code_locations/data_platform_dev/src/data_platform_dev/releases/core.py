@@ -425,6 +425,16 @@ def render(release: Release, extra_values: Mapping[str, Any] | None = None) -> l
     return objects
 
 
+def webserver_service(system_objects: Iterable[Manifest]) -> tuple[str, int]:
+    """(name, port) of the webserver's Service as the system release renders it: the chart names
+    it `<release>-<dagsterWebserver.nameOverride>`, never guess it."""
+    for obj in system_objects:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if obj.get("kind") == "Service" and labels.get("component") == "dagster-webserver":
+            return obj["metadata"]["name"], int(obj["spec"]["ports"][0]["port"])
+    raise LookupError("no webserver Service (component: dagster-webserver) in the system release")
+
+
 def dump_manifests(objects: Iterable[Manifest]) -> str:
     return "".join(f"---\n{yaml.safe_dump(obj, sort_keys=False)}" for obj in objects)
 
