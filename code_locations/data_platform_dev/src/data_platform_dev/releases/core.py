@@ -12,6 +12,7 @@ is rendered instead (offline, Helm would fail to load them).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -209,6 +210,38 @@ def image_builds(env: str = "dev") -> list[ImageBuild]:
             ImageBuild(DEV_UPSTREAM_IMAGE, "dev-upstream", "data-platform-dev", "data_platform_dev")
         )
     return builds
+
+
+def dockerfile_stages() -> dict[str, tuple[str, str]]:
+    """images/Dockerfile by stage name: (the stage it builds FROM, its text)."""
+    stages: dict[str, tuple[str, str]] = {}
+    name = None
+    for line in DOCKERFILE.read_text().splitlines():
+        match = re.match(r"^FROM (\S+) AS (\S+)$", line)
+        if match:
+            name = match.group(2)
+            stages[name] = (match.group(1), f"{line}\n")
+        elif name is not None:
+            parent, text = stages[name]
+            stages[name] = (parent, f"{text}{line}\n")
+    return stages
+
+
+def image_environment(target: str) -> dict[str, str]:
+    """The ENV an image target sets (its own stage and the stages it builds on)."""
+    stages = dockerfile_stages()
+    chain = []
+    while target in stages:
+        chain.append(target)
+        target = stages[target][0]
+    env: dict[str, str] = {}
+    for stage in reversed(chain):
+        text = stages[stage][1].replace("\\\n", " ")
+        for line in text.splitlines():
+            if line.startswith("ENV "):
+                for name, value in re.findall(r"(\w+)=(\S*)", line[4:]):
+                    env[name] = value
+    return env
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,6 +466,59 @@ def webserver_service(system_objects: Iterable[Manifest]) -> tuple[str, int]:
         if obj.get("kind") == "Service" and labels.get("component") == "dagster-webserver":
             return obj["metadata"]["name"], int(obj["spec"]["ports"][0]["port"])
     raise LookupError("no webserver Service (component: dagster-webserver) in the system release")
+
+
+def config_data(
+    objects: Iterable[Manifest],
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """(ConfigMaps, Secrets) by name, Secret values decoded."""
+    configmaps: dict[str, dict[str, str]] = {}
+    secrets: dict[str, dict[str, str]] = {}
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        if obj.get("kind") == "ConfigMap":
+            configmaps[name] = dict(obj.get("data") or {})
+        elif obj.get("kind") == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+            secrets[name] = {**data, **(obj.get("stringData") or {})}
+    return configmaps, secrets
+
+
+def container_environment(
+    container: Mapping[str, Any],
+    configmaps: Mapping[str, Mapping[str, str]],
+    secrets: Mapping[str, Mapping[str, str]],
+) -> dict[str, str]:
+    """The variables Kubernetes gives a container: envFrom first, then env (which wins).
+    A missing non-optional ConfigMap, Secret or key raises KeyError naming it."""
+    sources = {"configMapRef": configmaps, "secretRef": secrets}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        for key, known in sources.items():
+            if key not in source:
+                continue
+            name = source[key]["name"]
+            if name in known:
+                env.update({f"{source.get('prefix', '')}{k}": v for k, v in known[name].items()})
+            elif not source[key].get("optional"):
+                raise KeyError(f"{container.get('name')}: envFrom {key} {name} does not exist")
+    refs = {"configMapKeyRef": configmaps, "secretKeyRef": secrets}
+    for variable in container.get("env") or []:
+        if "value" in variable or "valueFrom" not in variable:
+            env[variable["name"]] = str(variable.get("value", ""))
+            continue
+        for key, known in refs.items():
+            ref = variable["valueFrom"].get(key)
+            if ref is None:
+                continue
+            value = (known.get(ref["name"]) or {}).get(ref["key"])
+            if value is not None:
+                env[variable["name"]] = value
+            elif not ref.get("optional"):
+                raise KeyError(
+                    f"{variable['name']}: {key} {ref['name']}/{ref['key']} does not exist"
+                )
+    return env
 
 
 def dump_manifests(objects: Iterable[Manifest]) -> str:
