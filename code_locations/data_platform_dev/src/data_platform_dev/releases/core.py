@@ -167,16 +167,46 @@ def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[
         ),
         Release(SYSTEM_RELEASE, SYSTEM_CHART, tuple(system_files)),
     ]
+    kind_settings = skaffold_set_values() if env == "dev" else {}
     for location in locations():
         path = location_values_path(location.package)
         set_values: dict[str, Any] = {}
         override = image_overrides(images, location.image)
-        if override:
+        settings = kind_settings.get(location.deployment) or {}
+        if override or settings:
             deployments = copy.deepcopy(load_yaml(path)["deployments"])
             deployments[0]["image"].update(override)
+            container = {"deployments": deployments}
+            for dotted, value in settings.items():
+                set_path(container, dotted, value)
             set_values["deployments"] = deployments
         result.append(Release(location.deployment, LOCATION_CHART, (path,), set_values))
     return result
+
+
+def skaffold_set_values() -> dict[str, dict[str, Any]]:
+    """The kind profile's `setValues` per release (skaffold.yaml is where the kind profile
+    lives; `make render`, the tests and skaffold then agree)."""
+    config = load_yaml(REPO_ROOT / "skaffold.yaml")
+    return {
+        release["name"]: dict(release.get("setValues") or {})
+        for release in config["deploy"]["helm"]["releases"]
+    }
+
+
+def set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """Helm's `--set a.b[0].c=v` into existing values (list items are updated, not replaced)."""
+    node: Any = values
+    parts = [p for p in re.split(r"\.|\[(\d+)\]", dotted) if p]
+    for index, part in enumerate(parts):
+        key: Any = int(part) if part.isdigit() else part
+        last = index == len(parts) - 1
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and key not in node:
+                node[key] = {}
+            node = node[key]
 
 
 # --------------------------------------------------------------------------------------------
