@@ -17,7 +17,8 @@ RUN := $(UV) run --frozen
 STATE_DIR ?= .platform
 
 .PHONY: help install dev demo stop test test-fast lint format bench-ingest bench-transform \
-	bench-features dbt-manifest render chart-deps kind-up kind-down kind-e2e deploy images
+	bench-features dbt-manifest render chart-deps kind-up kind-down kind-e2e deploy images \
+	images-local
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,6 +77,9 @@ kind-e2e: install ## End to end on a throwaway kind cluster (needs Docker, kind,
 images: ## Build the three code location images (REGISTRY=<registry> builds and pushes for production)
 	@mkdir -p build
 	skaffold build $(if $(REGISTRY),-p production --default-repo $(REGISTRY)) --file-output build/images.json
+
+images-local: install ## Build the three images with buildah (no Docker engine or registry), start each as uid 10001 read-only, run one ingestion in its image (root; installs buildah/podman/runc/debootstrap if missing)
+	$(RUN) python -m data_platform_dev.releases.images_local $(ARGS)
 
 deploy: install ## helm upgrade --install every release, in order, against the current kubectl context
 	$(RUN) python -m data_platform_dev.releases.deploy $(if $(wildcard build/images.json),--images build/images.json)

@@ -928,6 +928,8 @@ def build_run_job(
     image: str,
     location_name: str,
     job_name: str = "ingest",
+    args: list[str] | None = None,
+    run_id: str = "00000000-0000-0000-0000-000000000000",
 ) -> Manifest:
     """The Kubernetes Job the K8sRunLauncher would create for a run of this location, built with
     dagster-k8s's own functions (K8sContainerContext merge + construct_dagster_k8s_job)."""
@@ -967,11 +969,11 @@ def build_run_job(
         instance_config_map=launcher_config["instance_config_map"],
         postgres_password_secret=launcher_config.get("postgres_password_secret"),
     )
-    run_id = "00000000-0000-0000-0000-000000000000"
     job = construct_dagster_k8s_job(
         job_config=job_config,
-        args=["dagster", "api", "execute_run", "{}"],
+        args=args or ["dagster", "api", "execute_run", "{}"],
         job_name=f"dagster-run-{run_id}",
+        pod_name=f"dagster-run-{run_id}",
         user_defined_k8s_config=context.run_k8s_config,
         component="run_worker",
         labels={
