@@ -271,7 +271,16 @@ def create_run(host_home: Path, port: int, location_name: str) -> Any:
     return instance, run
 
 
+def landed_rows(warehouse_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(warehouse_url) as conn:
+        row = conn.execute("SELECT count(*) FROM raw.journal_entries").fetchone()
+    return int(row[0]) if row else 0
+
+
 def run_in_image(
+    servers_url: str,
     store: Store,
     location: Any,
     port: int,
@@ -342,7 +351,13 @@ def run_in_image(
         raise RuntimeError(
             f"run {run.run_id} in {image}: status {status}, exit code {exit_code}:\n{logs}"
         )
-    log(f"run {run.run_id} of {SMOKE_JOB} in {image}: RUN_SUCCESS (pod exit code {exit_code})")
+    landed = landed_rows(servers_url)
+    if landed < UPSTREAM["entries"]:
+        raise RuntimeError(f"run {run.run_id} succeeded but raw.journal_entries has {landed} rows")
+    log(
+        f"run {run.run_id} of {SMOKE_JOB} in {image}: RUN_SUCCESS (pod exit code {exit_code}), "
+        f"{landed} rows in raw.journal_entries"
+    )
     instance.dispose()
     return time.monotonic() - started
 
@@ -377,6 +392,7 @@ def run_all(store: Store, builds: Sequence[pr.ImageBuild]) -> dict[str, float]:
                 )
                 if location.name == "ingestion":
                     timings["ingestion run"] = run_in_image(
+                        servers.postgres.url("warehouse"),
                         store,
                         location,
                         port,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -277,8 +278,26 @@ def build_all(store: Store, builds: Sequence[pr.ImageBuild]) -> dict[str, float]
 
 
 def prune(store: Store) -> None:
-    """Drop dangling layers of earlier builds, keep the tagged images and the build cache."""
-    store.podman("image", "prune", "--force", stdout=subprocess.DEVNULL, check=False)
+    """Drop untagged layers older than a week: younger ones are the layer cache that makes the
+    next build warm (buildah keeps its intermediate layers as untagged images)."""
+    store.podman(
+        "image",
+        "prune",
+        "--force",
+        "--filter",
+        "until=168h",
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def network_state() -> tuple[str, ...]:
+    """Interfaces and firewall rules: a run must leave both as it found them."""
+    state = [subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout]
+    if shutil.which("iptables-save"):
+        rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+        state.append("\n".join(line for line in rules.splitlines() if not line.startswith("#")))
+    return tuple(re.sub(r"\[\d+:\d+\]", "", text) for text in state)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-run", action="store_true", help="build only, start nothing")
     args = parser.parse_args(argv)
     ensure_tools()
+    network_before = network_state()
     store = Store(cache_dir()).prepare()
     log(f"image store: {store.root}")
     builds = [b for b in pr.image_builds("dev") if b.image != pr.DEV_UPSTREAM_IMAGE]
@@ -300,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
 
         image_smoke.run_all(store, builds)
     prune(store)
+    if store.containers():
+        raise SystemExit(f"containers left in {store.root}: {store.containers()}")
+    if network_state() != network_before:
+        raise SystemExit("the network interfaces or firewall rules changed during the run")
+    log(f"images built in {sum(times.values()):.0f} s; no container or network rule left behind")
     return 0
 
 
