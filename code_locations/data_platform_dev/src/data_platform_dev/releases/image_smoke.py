@@ -224,7 +224,11 @@ def start_code_server(
     from data_platform_dev.stack.processes import free_port
 
     objects = pr.render(dev_release(location.deployment))
-    configmaps = {**configmaps, **pr.config_data(objects)[0]}
+    merged: dict[str, dict[str, str]] = {
+        **{name: dict(data) for name, data in configmaps.items()},
+        **pr.config_data(objects)[0],
+    }
+    configmaps = merged
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     pod_spec, spec = container_of(deployment)
     port = free_port()
@@ -244,7 +248,7 @@ def start_code_server(
     name = f"dp-smoke-{location.deployment}-{uuid.uuid4().hex[:6]}"
     stack = contextlib.ExitStack()
     stack.enter_context(container(store, name, local_reference(location.image), argv, flags))
-    return name, port, configmaps, pr.rendered_container_context(objects), stack
+    return name, port, merged, pr.rendered_container_context(objects), stack
 
 
 def create_run(host_home: Path, port: int, location_name: str) -> Any:
