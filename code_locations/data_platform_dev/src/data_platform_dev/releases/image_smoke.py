@@ -233,13 +233,9 @@ def start_code_server(
     pod_spec, spec = container_of(deployment)
     port = free_port()
     argv = with_port([*(spec.get("command") or []), *(spec.get("args") or [])], port)
-    environment = {
-        **pr.container_environment(spec, configmaps, secrets_by_name),
-        "DAGSTER_CODE_SERVER_PORT": str(port),
-    }
-    for variable in ("DAGSTER_CLI_API_GRPC_PORT",):
-        if variable in environment:
-            environment[variable] = str(port)
+    environment = pr.container_environment(spec, configmaps, secrets_by_name)
+    if "DAGSTER_CLI_API_GRPC_PORT" in environment:  # dagsterApiGrpcArgs releases set the port here
+        environment["DAGSTER_CLI_API_GRPC_PORT"] = str(port)
     flags = [
         "--env-file",
         str(env_file(environment, scratch, location.deployment)),
