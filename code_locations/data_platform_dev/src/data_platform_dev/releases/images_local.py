@@ -172,7 +172,8 @@ def assemble_base(store: Store) -> str:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=store.root / "tmp") as scratch:
         rootfs = Path(scratch) / "rootfs"
-        log(f"assembling {LOCAL_BASE} with debootstrap (bookworm, {DEBIAN_MIRROR})")
+        mirror = debian_mirror()
+        log(f"assembling {LOCAL_BASE} with debootstrap (bookworm, {mirror})")
         subprocess.run(
             [
                 "debootstrap",
@@ -180,7 +181,7 @@ def assemble_base(store: Store) -> str:
                 f"--include={','.join(BASE_PACKAGES)}",
                 "bookworm",
                 str(rootfs),
-                DEBIAN_MIRROR,
+                mirror,
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -238,8 +239,30 @@ def local_reference(image: str) -> str:
 
 
 def ca_bundle() -> Path | None:
-    path = os.environ.get("SSL_CERT_FILE")
-    return Path(path) if path and Path(path).is_file() else None
+    """The CA bundle this machine trusts (a TLS-inspecting proxy's CA included)."""
+    for candidate in (
+        os.environ.get("SSL_CERT_FILE"),
+        os.environ.get("REQUESTS_CA_BUNDLE"),
+        "/etc/ssl/certs/ca-certificates.crt",
+    ):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt already uses here (deb.debian.org when none is found)."""
+    for sources in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for line in sources.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.is_file():
+        for line in legacy.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and "security" not in parts[1]:
+                return parts[1]
+    return DEBIAN_MIRROR
 
 
 def build(store: Store, build: pr.ImageBuild, base: str) -> float:
