@@ -1,7 +1,7 @@
 """`make images-local`: build the platform's images without a Docker engine or a registry, then
 start them the way Kubernetes would and run one real ingestion run inside the ingestion image.
 
-    python -m data_platform_dev.releases.images_local [--skip-run] [--keep-store]
+    python -m data_platform_dev.releases.images_local [--skip-run]
 
 - Tools: Debian's buildah, podman, runc and debootstrap (installed with apt-get when missing;
   needs root). crun fails on mixed cgroup v1/v2 machines, so runc is the runtime; podman's
@@ -265,7 +265,7 @@ def debian_mirror() -> str:
     return DEBIAN_MIRROR
 
 
-def build(store: Store, build: pr.ImageBuild, base: str) -> float:
+def build(store: Store, image: pr.ImageBuild, base: str) -> float:
     started = time.monotonic()
     command = [
         "bud",
@@ -279,18 +279,18 @@ def build(store: Store, build: pr.ImageBuild, base: str) -> float:
         "--file",
         str(pr.DOCKERFILE),
         "--target",
-        build.target,
+        image.target,
         "--build-arg",
         f"BASE_IMAGE={base}",
         "--tag",
-        local_reference(build.image),
+        local_reference(image.image),
     ]
-    for key, value in build.build_args.items():
+    for key, value in image.build_args.items():
         command += ["--build-arg", f"{key}={value}"]
     bundle = ca_bundle()
     if bundle is not None:  # mounted for the RUN steps only; never part of a layer
         command += ["--volume", f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro"]
-    log(f"building {local_reference(build.image)} (target {build.target})")
+    log(f"building {local_reference(image.image)} (target {image.target})")
     store.buildah(*command, str(pr.REPO_ROOT))
     return time.monotonic() - started
 
