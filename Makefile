@@ -17,7 +17,8 @@ RUN := $(UV) run --frozen
 STATE_DIR ?= .platform
 
 .PHONY: help install dev demo stop test test-fast check-defs snapshot lint format bench-ingest bench-transform \
-	bench-features dbt-manifest render chart-deps kind-up kind-down kind-e2e deploy images
+	bench-features dbt-manifest render chart-deps kind-up kind-down kind-e2e deploy images \
+	images-local
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,11 +65,11 @@ bench-ingest: install ## Ingest 1,000,000 journal entries; rows/s and the ratio 
 	$(RUN) python -m tests.benchmarks.bench_ingest
 
 # --- Kubernetes: images, charts, kind ------------------------------------------------------
-render: install ## Render every release to build/manifests/<release>.yaml (RENDER_ENV=production for production values)
-	$(RUN) python tests/kubernetes/render_releases.py --env $(or $(RENDER_ENV),dev)
+render: install ## Render every release to build/manifests/<release>.yaml (RENDER_ENV=production for production values); says which chart version rendered
+	$(RUN) python -m data_platform_dev.releases.render --env $(or $(RENDER_ENV),dev)
 
 chart-deps: install ## Download the official Dagster charts (dagster, dagster-user-deployments 1.13.27) where the network allows
-	$(RUN) python tests/kubernetes/chart_deps.py
+	$(RUN) python -m data_platform_dev.releases.chart_deps
 
 kind-up: ## Create the local kind cluster "data-platform" (charts/kind-cluster.yaml)
 	kind get clusters 2>/dev/null | grep -qx data-platform || kind create cluster --config charts/kind-cluster.yaml
@@ -83,8 +84,11 @@ images: ## Build the three code location images (REGISTRY=<registry> builds and 
 	@mkdir -p build
 	skaffold build $(if $(REGISTRY),-p production --default-repo $(REGISTRY)) --file-output build/images.json
 
+images-local: install ## Build the three images with buildah (no Docker engine or registry), start each as uid 10001 read-only, run one ingestion in its image (root; installs buildah/podman/runc/debootstrap if missing)
+	$(RUN) python -m data_platform_dev.releases.images_local $(ARGS)
+
 deploy: install ## helm upgrade --install every release, in order, against the current kubectl context
-	$(RUN) python tests/kubernetes/deploy_releases.py $(if $(wildcard build/images.json),--images build/images.json)
+	$(RUN) python -m data_platform_dev.releases.deploy $(if $(wildcard build/images.json),--images build/images.json)
 
 bench-features: install ## Materialize 100,000 users into Redis and read them back; ratios to raw COPY/HSET and HMGET
 	$(RUN) python -m tests.benchmarks.bench_features

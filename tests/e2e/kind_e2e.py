@@ -23,13 +23,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.append(str(REPO_ROOT / "tests" / "kubernetes"))
-
-import platform_releases as pr  # noqa: E402
+from data_platform_dev.releases import core as pr
 
 CLUSTER = "data-platform-e2e"
 CONTEXT = f"kind-{CLUSTER}"
@@ -59,7 +55,7 @@ def log(message: str) -> None:
 def run(*args: str, timeout: float = 1800, capture: bool = False) -> str:
     log("$ " + " ".join(args))
     completed = subprocess.run(
-        args, cwd=REPO_ROOT, check=False, text=True, timeout=timeout, capture_output=capture
+        args, cwd=pr.REPO_ROOT, check=False, text=True, timeout=timeout, capture_output=capture
     )
     if completed.returncode != 0:
         detail = (completed.stderr or "")[-4000:] if capture else ""
@@ -282,10 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             "--timeout",
             "5m",
         )
-        system = pr.merge_values_files([pr.SYSTEM_VALUES_DIR / "values.yaml"])
-        with port_forward(
-            f"{pr.SYSTEM_RELEASE}-webserver", system["dagsterWebserver"]["service"]["port"]
-        ) as url:
+        system = next(r for r in pr.releases("dev") if r.name == pr.SYSTEM_RELEASE)
+        with port_forward(*pr.webserver_service(pr.render(system))) as url:
             jobs = wait_for_locations(url)
             run_id = launch_and_wait(url, pick_ingestion_job(jobs["ingestion"], args.job))
         assert_ran_as_kubernetes_job(run_id)

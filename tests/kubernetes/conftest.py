@@ -1,5 +1,6 @@
-"""The tests here import their helpers (platform_releases, k8s_cache) as plain modules; with
-pytest's importlib import mode this folder has to be put on sys.path explicitly."""
+"""The tests here import their session cache (k8s_cache) as a plain module; with pytest's
+importlib import mode this folder has to be put on sys.path explicitly. The release library
+itself is data_platform_dev.releases."""
 
 import sys
 from pathlib import Path

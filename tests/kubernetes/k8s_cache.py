@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-import platform_releases as pr
+from data_platform_dev.releases import core as pr
 
 
 @cache

@@ -9,8 +9,8 @@ import re
 from typing import Any
 
 import k8s_cache
-import platform_releases as pr
 import pytest
+from data_platform_dev.releases import core as pr
 
 LOCATIONS = pr.locations()
 IDS = [loc.name for loc in LOCATIONS]
@@ -61,32 +61,67 @@ def test_location_release_matches_the_registry(location: Any) -> None:
     assert location.deployment in release_names
 
 
+def dockerfile_stages() -> dict[str, str]:
+    """images/Dockerfile split into its stages, by name."""
+    stages: dict[str, str] = {}
+    name = None
+    for line in pr.DOCKERFILE.read_text().splitlines():
+        match = re.match(r"^FROM (\S+) AS (\S+)$", line)
+        if match:
+            name = match.group(2)
+            stages[name] = f"{line}\n"
+        elif name is not None:
+            stages[name] += f"{line}\n"
+    return stages
+
+
 @pytest.mark.parametrize("location", LOCATIONS, ids=IDS)
-def test_location_image_dockerfile_serves_the_same_module_and_port(location: Any) -> None:
-    dockerfile = (pr.REPO_ROOT / "images" / location.deployment / "Dockerfile").read_text()
+def test_location_image_target_serves_the_same_module_and_port(location: Any) -> None:
+    stage = dockerfile_stages()[location.deployment]
+    assert stage.startswith(f"FROM runtime AS {location.deployment}\n")
     assert (
         f'"-p", "{location.port}", "-m", "{location.module}", "--location-name", "{location.name}"'
-        in dockerfile
+        in stage
     )
-    assert f"EXPOSE {location.port}" in dockerfile
-    assert f"--package location-{location.deployment}" in dockerfile
-    assert (
-        f"COPY code_locations/{location.package}/ code_locations/{location.package}/" in dockerfile
+    assert f"EXPOSE {location.port}" in stage
+    assert f'"grpc-health-check", "-p", "{location.port}"' in stage
+    build = next(b for b in pr.image_builds() if b.image == location.image)
+    assert (build.target, build.package, build.source) == (
+        location.deployment,
+        f"location-{location.deployment}",
+        location.package,
     )
-    others = [loc for loc in LOCATIONS if loc != location]
-    for other in others:
-        assert f"COPY code_locations/{other.package}/ " not in dockerfile, (
-            f"{other.name}'s code in {location.name}'s image"
-        )
+
+
+def test_one_dockerfile_pinned_base_and_only_the_built_package_inside() -> None:
+    dockerfile = pr.DOCKERFILE.read_text()
     froms = re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE)
-    assert len(set(froms)) == 1 and re.fullmatch(
-        r"python:3\.11[\w.-]*-slim-bookworm@sha256:[0-9a-f]{64}", froms[0]
-    )
-    assert re.search(r"^USER 10001:10001$", dockerfile, re.MULTILINE)
+    assert set(froms) <= {"${BASE_IMAGE}", "builder", "runtime"}, froms
+    default = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.MULTILINE)
+    assert default and re.fullmatch(
+        r"python:3\.11[\w.-]*-slim-bookworm@sha256:[0-9a-f]{64}", default.group(1)
+    ), "the base is a build argument whose default is pinned by digest"
+    stages = dockerfile_stages()
+    builder, runtime = stages["builder"], stages["runtime"]
+    # uv sync --frozen needs every workspace member's manifest, the dev package's too
+    members = sorted((pr.REPO_ROOT / "code_locations").glob("*/pyproject.toml"))
+    assert len(members) >= len(LOCATIONS) + 2
+    for member in members:
+        folder = member.parent.relative_to(pr.REPO_ROOT)
+        assert f"COPY {folder}/pyproject.toml {folder}/" in builder, folder
+    # the builder copies the shared library and the built package's folder, nothing else
+    copied = re.findall(r"^COPY code_locations/(\S+)/ ", builder, re.MULTILINE)
+    assert copied == ["data_platform_common", "${SOURCE}"]
+    assert builder.count('--no-dev --no-install-workspace --package "${PACKAGE}"') == 1
+    assert builder.count('uv sync --frozen --no-dev --package "${PACKAGE}"') == 1
+    assert re.search(r"^USER 10001:10001$", runtime, re.MULTILINE)
+    assert "data_platform_dev" not in runtime + "".join(stages[loc.deployment] for loc in LOCATIONS)
+    assert pr.DEV_UPSTREAM_IMAGE not in {b.image for b in pr.image_builds("production")}
 
 
 def test_images_carry_the_repository_layout_and_their_extra_projects() -> None:
-    transformation = (pr.REPO_ROOT / "images" / "transformation" / "Dockerfile").read_text()
+    stages = dockerfile_stages()
+    transformation = stages["dbt-builder"] + stages["transformation"]
     assert "dagster-dbt project prepare-and-package" in transformation
     assert "code_locations/transformation/src/transformation/dbt_config.py" in transformation
     for variable in (
@@ -95,7 +130,7 @@ def test_images_carry_the_repository_layout_and_their_extra_projects() -> None:
         "DBT_TARGET=k8s",
     ):
         assert variable in transformation
-    feature_store = (pr.REPO_ROOT / "images" / "feature-store" / "Dockerfile").read_text()
+    feature_store = stages["feature-store"]
     assert "COPY --chown=root:root feast_repo/ /app/feast_repo/" in feature_store
     assert "FEAST_REPO_PATH=/app/feast_repo" in feature_store
     ignored = (pr.REPO_ROOT / ".dockerignore").read_text().split()
@@ -105,8 +140,16 @@ def test_images_carry_the_repository_layout_and_their_extra_projects() -> None:
 
 def test_skaffold_builds_and_deploys_every_location_with_its_artifact() -> None:
     config = skaffold()
-    artifacts = {a["image"]: a["docker"]["dockerfile"] for a in config["build"]["artifacts"]}
-    assert artifacts == {loc.image: f"images/{loc.deployment}/Dockerfile" for loc in LOCATIONS}
+    artifacts = {a["image"]: a["docker"] for a in config["build"]["artifacts"]}
+    assert artifacts == {
+        build.image: {
+            "dockerfile": "images/Dockerfile",
+            "target": build.target,
+            "buildArgs": build.build_args,
+        }
+        for build in pr.image_builds("dev")
+    }
+    upstream = [a["image"] for a in config["build"]["artifacts"]].index(pr.DEV_UPSTREAM_IMAGE)
     releases = config["deploy"]["helm"]["releases"]
     assert [r["name"] for r in releases] == [r.name for r in pr.releases("dev")], "deployment order"
     for release in releases:
@@ -130,13 +173,15 @@ def test_skaffold_builds_and_deploys_every_location_with_its_artifact() -> None:
     assert by_name[pr.SYSTEM_RELEASE]["repo"] == pr.DAGSTER_HELM_REPO
     forward = config["portForward"][0]
     assert (forward["resourceName"], forward["port"], forward["address"], forward["localPort"]) == (
-        f"{pr.SYSTEM_RELEASE}-webserver",
-        system_values()["dagsterWebserver"]["service"]["port"],
+        *pr.webserver_service(k8s_cache.rendered("dev", pr.SYSTEM_RELEASE)),
         "127.0.0.1",
         3000,
     )
     production = next(p for p in config["profiles"] if p["name"] == "production")
     assert {"op": "remove", "path": "/deploy/kubeContext"} in production["patches"]
+    assert {"op": "remove", "path": f"/build/artifacts/{upstream}"} in production["patches"], (
+        "the dev upstream image is never built for production"
+    )
 
 
 def test_codeowners_maps_each_location_to_its_team() -> None:
@@ -148,7 +193,6 @@ def test_codeowners_maps_each_location_to_its_team() -> None:
     for location in LOCATIONS:
         team = f"@data-platform/{location.team}"
         assert owners[f"/code_locations/{location.package}/"] == team, "code and deploy values"
-        assert owners[f"/images/{location.deployment}/"] == team
 
 
 def test_system_release_points_at_our_postgres() -> None:

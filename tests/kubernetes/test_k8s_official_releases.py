@@ -1,18 +1,18 @@
 """The official Dagster releases: the system release (dagster/dagster) and one
-dagster-user-deployments release per code location.
-
-With the charts fetched (`make chart-deps`) they are rendered and validated like our chart.
-Without them the values files are still validated against the charts' values schemas (the
-reference copies in shared/reference, or $DAGSTER_CHART_SCHEMA_DIR), and our own checks cover
-what those schemas let through (typos inside deployments[] and runK8sConfig)."""
+dagster-user-deployments release per code location, rendered with the real chart: 1.13.27 when
+`make chart-deps` fetched it, else the official 1.9.4 packages from
+../shared/reference/dagster-helm-chart/packages (each run prints which). Nothing here skips: a
+missing chart fails, naming where it was looked for. The values files are also checked against
+the charts' values schemas, and our own checks cover what those schemas let through (typos
+inside deployments[] and runK8sConfig)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import k8s_cache
-import platform_releases as pr
 import pytest
+from data_platform_dev.releases import core as pr
 
 OFFICIAL = [r.name for r in pr.releases("dev") if r.official]
 
@@ -20,28 +20,33 @@ OFFICIAL = [r.name for r in pr.releases("dev") if r.official]
 def official_objects(env: str, name: str) -> tuple[pr.Manifest, ...]:
     try:
         return k8s_cache.rendered(env, name)
-    except pr.ChartMissing:
-        pytest.skip(k8s_cache.MISSING_CHARTS)
+    except pr.ChartMissing as missing:
+        pytest.fail(str(missing))
 
 
-def schema_or_skip(chart: str) -> dict[str, Any]:
-    schema = pr.official_values_schema(chart)
-    if schema is None:
-        pytest.skip(
-            f"no values schema for {chart}: the chart is not fetched and the reference schemas are "
-            "not at ../shared/reference/dagster-helm-chart (set DAGSTER_CHART_SCHEMA_DIR)"
-        )
-    return schema
+def values_schema(chart: str) -> dict[str, Any]:
+    found = pr.official_values_schema(chart)
+    assert found is not None, (
+        f"no values schema for {chart}: the chart is not fetched and the reference schemas are "
+        "not at ../shared/reference/dagster-helm-chart (set DAGSTER_CHART_SCHEMA_DIR)"
+    )
+    return found
 
 
-def test_report_whether_the_official_charts_are_here() -> None:
-    """Always runs, so the test output says which path the other tests took."""
-    if k8s_cache.official_charts_present():
-        print(f"official charts present in {pr.VENDOR_DIR}: rendering all releases")
-    else:
-        print(k8s_cache.MISSING_CHARTS)
-        directory = pr.reference_schema_dir()
-        print(f"reference values schemas: {directory or 'not found'}")
+@pytest.mark.parametrize("env", pr.ENVIRONMENTS)
+def test_every_official_release_renders_with_a_known_chart_version(env: str) -> None:
+    """Prints the chart version and object count per release, so the log says what rendered."""
+    for release in pr.releases(env):
+        if not release.official:
+            continue
+        version = pr.chart_version_for(release)
+        assert version in (pr.DAGSTER_CHART_VERSION, pr.REFERENCE_CHART_VERSION), release.name
+        objects = official_objects(env, release.name)
+        kinds = {o["kind"] for o in objects}
+        print(f"{env} {release.name}: {len(objects)} objects, chart {release.chart} {version}")
+        assert {"Deployment", "Service", "ServiceAccount"} <= kinds, (release.name, kinds)
+        if release.name == pr.SYSTEM_RELEASE:
+            assert {"ConfigMap", "Role", "RoleBinding"} <= kinds
 
 
 @pytest.mark.parametrize("version", pr.KUBERNETES_VERSIONS)
@@ -75,14 +80,14 @@ def test_system_release_workspace_and_instance_as_configured() -> None:
 
 @pytest.mark.parametrize("env", ["dev", "production"])
 def test_system_values_match_the_dagster_chart_schema(env: str) -> None:
-    schema = schema_or_skip(pr.SYSTEM_CHART)
+    schema = values_schema(pr.SYSTEM_CHART)
     values = k8s_cache.release(env, pr.SYSTEM_RELEASE).values()
     assert pr.values_schema_errors(pr.SYSTEM_CHART, values, schema) == []
 
 
 @pytest.mark.parametrize("package", [loc.package for loc in pr.locations()])
 def test_location_values_match_the_user_deployments_schema(package: str) -> None:
-    schema = schema_or_skip(pr.LOCATION_CHART)
+    schema = values_schema(pr.LOCATION_CHART)
     values = pr.load_yaml(pr.location_values_path(package))
     assert pr.values_schema_errors(pr.LOCATION_CHART, values, schema) == []
     assert pr.deployment_key_errors(values) == []
@@ -97,11 +102,9 @@ def test_launcher_run_k8s_config_parses_with_dagster_k8s() -> None:
 def test_a_typo_inside_deployments_passes_the_schema_but_not_our_check() -> None:
     values = pr.load_yaml(pr.location_values_path("ingestion"))
     values["deployments"][0]["envSecret"] = values["deployments"][0].pop("envSecrets")
-    schema = pr.official_values_schema(pr.LOCATION_CHART)
-    if schema is not None:
-        assert pr.values_schema_errors(pr.LOCATION_CHART, values, schema) == [], (
-            "the schema now catches it"
-        )
+    assert (
+        pr.values_schema_errors(pr.LOCATION_CHART, values, values_schema(pr.LOCATION_CHART)) == []
+    ), "the schema now catches it"
     assert pr.deployment_key_errors(values) == [
         "deployments[0].envSecret: not a dagster-user-deployments key"
     ]
@@ -113,17 +116,15 @@ def test_a_typo_inside_run_k8s_config_passes_the_schema_but_not_our_check() -> N
     run_config["podSpecConfig"]["securityContex"] = run_config["podSpecConfig"].pop(
         "securityContext"
     )
-    schema = pr.official_values_schema(pr.SYSTEM_CHART)
-    if schema is not None:
-        assert pr.values_schema_errors(pr.SYSTEM_CHART, values, schema) == [], (
-            "the schema now catches it"
-        )
+    assert pr.values_schema_errors(pr.SYSTEM_CHART, values, values_schema(pr.SYSTEM_CHART)) == [], (
+        "the schema now catches it"
+    )
     errors = pr.run_k8s_config_errors(values)
     assert len(errors) == 1 and "securityContex" in errors[0]
 
 
 def test_a_typo_in_the_launcher_settings_is_caught_by_the_schema() -> None:
-    schema = schema_or_skip(pr.SYSTEM_CHART)
+    schema = values_schema(pr.SYSTEM_CHART)
     values = k8s_cache.release("production", pr.SYSTEM_RELEASE).values()
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     launcher["envSecret"] = launcher.pop("envSecrets")

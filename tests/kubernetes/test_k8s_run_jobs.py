@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import k8s_cache
-import platform_releases as pr
 import pytest
+from data_platform_dev.releases import core as pr
 
 LOCATIONS = pr.locations()
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import helm_python
 import k8s_cache
-import platform_releases as pr
 import pytest
+from data_platform_dev.releases import core as pr
 
 STORES = pr.STORES_RELEASE
 
@@ -135,7 +135,10 @@ def test_environment_configmap_carries_the_non_secret_contract() -> None:
         "feast_registry",
         "platform",
     )
-    assert {"JOURNAL_API_URL", "EXPORT_S3_ENDPOINT_URL", "EXPORT_S3_BUCKET"} <= set(data)
+    assert {"JOURNAL_API_URL", "EXPORT_S3_ENDPOINT_URL", "EXPORT_URI"} <= set(data)
+    assert data["EXPORT_URI"] == "s3://gold-exports", "the bucket, unless platform.exportUri is set"
+    dev = by_kind_name(stores("dev"), "ConfigMap", "data-platform-env")["data"]
+    assert dev["EXPORT_URI"] == "/tmp/gold-exports"
 
 
 def test_helm_test_hook_connects_to_both_stores_with_the_platform_credentials() -> None:

@@ -1,16 +1,18 @@
 """The platform's Helm releases, rendered offline: one place that knows every release, its chart
 and its values, shared by `make render`, `make chart-deps`, `make deploy`, the kind end-to-end
-run and the tests in this folder.
+run and the tests in tests/kubernetes.
 
 Rendering uses the real Helm engine: the `helm` binary when it is on PATH, else helm-python-sdk
-(Helm's Go SDK in a wheel). The official Dagster charts are used when `make chart-deps` has put
-them under charts/dagster-system/charts/; their values schemas `$ref` Kubernetes definitions on
-the network, so a copy with those references dropped is rendered instead (offline, Helm would
-fail to load them).
+(Helm's Go SDK in a wheel). The official Dagster charts come from charts/dagster-system/charts/
+when `make chart-deps` fetched the pinned version, else from the official 1.9.4 packages kept in
+shared/reference beside the repository (the newest reachable offline). Their values schemas
+`$ref` Kubernetes definitions on the network, so a scratch copy with those references dropped
+is rendered instead (offline, Helm would fail to load them).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -27,11 +29,22 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def _repository_root() -> Path:
+    """The checkout this package is installed from (editable, as `make install` does)."""
+    for candidate in Path(__file__).resolve().parents:
+        if (candidate / "charts").is_dir() and (candidate / "code_locations").is_dir():
+            return candidate
+    raise RuntimeError(f"{__file__} is not inside the data platform repository")
+
+
+REPO_ROOT = _repository_root()
 NAMESPACE = "data-platform"
 KUBERNETES_VERSIONS = ("1.29", "1.33")
 
 DAGSTER_CHART_VERSION = "1.13.27"
+# The official packages reachable offline (shared/reference/dagster-helm-chart/packages/).
+REFERENCE_CHART_VERSION = "1.9.4"
 DAGSTER_HELM_REPO = "https://dagster-io.github.io/helm"
 SYSTEM_CHART = "dagster"
 LOCATION_CHART = "dagster-user-deployments"
@@ -43,6 +56,8 @@ VENDOR_DIR = SYSTEM_VALUES_DIR / "charts"  # git-ignored: `make chart-deps` fill
 STORES_RELEASE = "stores"
 SYSTEM_RELEASE = "dagster"
 ENVIRONMENTS = ("dev", "production")
+# The synthetic upstream's image (images/dev-upstream): built and deployed for kind only.
+DEV_UPSTREAM_IMAGE = "data-platform/dev-upstream"
 
 # The keys every platform Secret must hold (the stores chart generates them for development;
 # in production whoever owns secrets creates them under the names in values-production.yaml).
@@ -135,11 +150,11 @@ def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[
         raise ValueError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
     stores_set: dict[str, Any] = {}
     feature_image = image_overrides(images, "data-platform/feature-store")
-    ingestion_image = image_overrides(images, "data-platform/ingestion")
+    upstream_image = image_overrides(images, DEV_UPSTREAM_IMAGE)
     if feature_image:
         stores_set["featureServer"] = {"image": feature_image}
-    if ingestion_image:
-        stores_set["journalApi"] = {"image": ingestion_image}
+    if upstream_image and env == "dev":
+        stores_set["journalApi"] = {"image": upstream_image}
     system_files = [SYSTEM_VALUES_DIR / "values.yaml"]
     if env == "dev":
         system_files.append(SYSTEM_VALUES_DIR / "values-dev.yaml")
@@ -152,25 +167,163 @@ def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[
         ),
         Release(SYSTEM_RELEASE, SYSTEM_CHART, tuple(system_files)),
     ]
+    kind_settings = skaffold_set_values() if env == "dev" else {}
     for location in locations():
         path = location_values_path(location.package)
         set_values: dict[str, Any] = {}
         override = image_overrides(images, location.image)
-        if override:
+        settings = kind_settings.get(location.deployment) or {}
+        if override or settings:
             deployments = copy.deepcopy(load_yaml(path)["deployments"])
             deployments[0]["image"].update(override)
+            container = {"deployments": deployments}
+            for dotted, value in settings.items():
+                set_path(container, dotted, value)
             set_values["deployments"] = deployments
         result.append(Release(location.deployment, LOCATION_CHART, (path,), set_values))
     return result
+
+
+def skaffold_set_values() -> dict[str, dict[str, Any]]:
+    """The kind profile's `setValues` per release (skaffold.yaml is where the kind profile
+    lives; `make render`, the tests and skaffold then agree)."""
+    config = load_yaml(REPO_ROOT / "skaffold.yaml")
+    return {
+        release["name"]: dict(release.get("setValues") or {})
+        for release in config["deploy"]["helm"]["releases"]
+    }
+
+
+def set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """Helm's `--set a.b[0].c=v` into existing values (list items are updated, not replaced)."""
+    node: Any = values
+    parts = [p for p in re.split(r"\.|\[(\d+)\]", dotted) if p]
+    for index, part in enumerate(parts):
+        key: Any = int(part) if part.isdigit() else part
+        last = index == len(parts) - 1
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and key not in node:
+                node[key] = {}
+            node = node[key]
+
+
+# --------------------------------------------------------------------------------------------
+# Images: one Dockerfile, one target per image
+
+
+DOCKERFILE = REPO_ROOT / "images" / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    image: str  # repository, as in skaffold.yaml and the values files
+    target: str  # the Dockerfile stage
+    package: str  # the uv workspace package installed (build argument PACKAGE)
+    source: str  # its folder under code_locations/ (build argument SOURCE)
+
+    @property
+    def build_args(self) -> dict[str, str]:
+        return {"PACKAGE": self.package, "SOURCE": self.source}
+
+
+def image_builds(env: str = "dev") -> list[ImageBuild]:
+    """The images an environment deploys: a location's image per location, plus the synthetic
+    upstream in development."""
+    builds = [
+        ImageBuild(loc.image, loc.deployment, f"location-{loc.deployment}", loc.package)
+        for loc in locations()
+    ]
+    if env == "dev":
+        builds.append(
+            ImageBuild(DEV_UPSTREAM_IMAGE, "dev-upstream", "data-platform-dev", "data_platform_dev")
+        )
+    return builds
+
+
+def dockerfile_stages() -> dict[str, tuple[str, str]]:
+    """images/Dockerfile by stage name: (the stage it builds FROM, its text)."""
+    stages: dict[str, tuple[str, str]] = {}
+    name = None
+    for line in DOCKERFILE.read_text().splitlines():
+        match = re.match(r"^FROM (\S+) AS (\S+)$", line)
+        if match:
+            name = match.group(2)
+            stages[name] = (match.group(1), f"{line}\n")
+        elif name is not None:
+            parent, text = stages[name]
+            stages[name] = (parent, f"{text}{line}\n")
+    return stages
+
+
+def image_environment(target: str) -> dict[str, str]:
+    """The ENV an image target sets (its own stage and the stages it builds on)."""
+    stages = dockerfile_stages()
+    chain = []
+    while target in stages:
+        chain.append(target)
+        target = stages[target][0]
+    env: dict[str, str] = {}
+    for stage in reversed(chain):
+        text = stages[stage][1].replace("\\\n", " ")
+        for line in text.splitlines():
+            if line.startswith("ENV "):
+                for name, value in re.findall(r"(\w+)=(\S*)", line[4:]):
+                    env[name] = value
+    return env
 
 
 # --------------------------------------------------------------------------------------------
 # Charts
 
 
-def official_chart_archive(chart: str) -> Path | None:
+def reference_dir() -> Path | None:
+    """shared/reference/dagster-helm-chart beside the repository: ../shared in CI (shared/ sits
+    beside the clone), ../../shared from a worktree; $DAGSTER_CHART_SCHEMA_DIR overrides."""
+    candidates = []
+    if os.environ.get("DAGSTER_CHART_SCHEMA_DIR"):
+        candidates.append(Path(os.environ["DAGSTER_CHART_SCHEMA_DIR"]))
+    candidates += [
+        REPO_ROOT / ".." / "shared" / "reference" / "dagster-helm-chart",
+        REPO_ROOT / ".." / ".." / "shared" / "reference" / "dagster-helm-chart",
+    ]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
+
+
+def vendored_chart_archive(chart: str) -> Path | None:
+    """The pinned version, when `make chart-deps` fetched it."""
     archive = VENDOR_DIR / f"{chart}-{DAGSTER_CHART_VERSION}.tgz"
     return archive if archive.is_file() else None
+
+
+def official_chart_archive(chart: str) -> Path | None:
+    """The pinned package when fetched, else the official reference package, else None."""
+    archive = vendored_chart_archive(chart)
+    if archive is not None:
+        return archive
+    directory = reference_dir()
+    if directory is None:
+        return None
+    reference = directory / "packages" / f"{chart}-{REFERENCE_CHART_VERSION}.tgz"
+    return reference if reference.is_file() else None
+
+
+def official_chart_version(chart: str) -> str | None:
+    """The version of the package the official releases render with (None: no package)."""
+    archive = official_chart_archive(chart)
+    if archive is None:
+        return None
+    return archive.name.removeprefix(f"{chart}-").removesuffix(".tgz")
+
+
+def chart_version_for(release: Release) -> str:
+    if not release.official:
+        return str(load_yaml(STORES_CHART_DIR / "Chart.yaml")["version"])
+    return official_chart_version(release.chart) or "missing"
 
 
 def drop_remote_refs(schema: Any) -> Any:
@@ -198,7 +351,7 @@ def offline_chart_dir(chart: str) -> Path | None:
     if archive is None:
         return None
     stamp = f"{archive.stat().st_size}-{int(archive.stat().st_mtime)}"
-    target = _offline_cache_dir() / f"{chart}-{DAGSTER_CHART_VERSION}-{stamp}"
+    target = _offline_cache_dir() / f"{archive.name.removesuffix('.tgz')}-{stamp}"
     chart_dir = target / chart
     if not chart_dir.is_dir():
         staging = Path(tempfile.mkdtemp(prefix=f"{chart}-", dir=_offline_cache_dir().parent))
@@ -287,8 +440,10 @@ def render_text(release: Release, extra_values: Mapping[str, Any] | None = None)
     chart_dir = chart_dir_for(release)
     if chart_dir is None:
         raise ChartMissing(
-            f"chart {release.chart}-{DAGSTER_CHART_VERSION}.tgz is not in {VENDOR_DIR}; "
-            "run `make chart-deps` where https://dagster-io.github.io/helm is reachable"
+            f"chart {release.chart}: neither {release.chart}-{DAGSTER_CHART_VERSION}.tgz in "
+            f"{VENDOR_DIR} (`make chart-deps` where https://dagster-io.github.io/helm is "
+            f"reachable) nor {release.chart}-{REFERENCE_CHART_VERSION}.tgz in "
+            "../shared/reference/dagster-helm-chart/packages beside the repository"
         )
     values = deep_merge(release.values(), extra_values or {})
     helm = helm_binary()
@@ -331,6 +486,69 @@ def render(release: Release, extra_values: Mapping[str, Any] | None = None) -> l
             obj.setdefault("metadata", {}).setdefault("namespace", release.namespace)
         objects.append(obj)
     return objects
+
+
+def webserver_service(system_objects: Iterable[Manifest]) -> tuple[str, int]:
+    """(name, port) of the webserver's Service as the system release renders it: the chart names
+    it `<release>-<dagsterWebserver.nameOverride>`, never guess it."""
+    for obj in system_objects:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if obj.get("kind") == "Service" and labels.get("component") == "dagster-webserver":
+            return obj["metadata"]["name"], int(obj["spec"]["ports"][0]["port"])
+    raise LookupError("no webserver Service (component: dagster-webserver) in the system release")
+
+
+def config_data(
+    objects: Iterable[Manifest],
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """(ConfigMaps, Secrets) by name, Secret values decoded."""
+    configmaps: dict[str, dict[str, str]] = {}
+    secrets: dict[str, dict[str, str]] = {}
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        if obj.get("kind") == "ConfigMap":
+            configmaps[name] = dict(obj.get("data") or {})
+        elif obj.get("kind") == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+            secrets[name] = {**data, **(obj.get("stringData") or {})}
+    return configmaps, secrets
+
+
+def container_environment(
+    container: Mapping[str, Any],
+    configmaps: Mapping[str, Mapping[str, str]],
+    secrets: Mapping[str, Mapping[str, str]],
+) -> dict[str, str]:
+    """The variables Kubernetes gives a container: envFrom first, then env (which wins).
+    A missing non-optional ConfigMap, Secret or key raises KeyError naming it."""
+    sources = {"configMapRef": configmaps, "secretRef": secrets}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        for key, known in sources.items():
+            if key not in source:
+                continue
+            name = source[key]["name"]
+            if name in known:
+                env.update({f"{source.get('prefix', '')}{k}": v for k, v in known[name].items()})
+            elif not source[key].get("optional"):
+                raise KeyError(f"{container.get('name')}: envFrom {key} {name} does not exist")
+    refs = {"configMapKeyRef": configmaps, "secretKeyRef": secrets}
+    for variable in container.get("env") or []:
+        if "value" in variable or "valueFrom" not in variable:
+            env[variable["name"]] = str(variable.get("value", ""))
+            continue
+        for key, known in refs.items():
+            ref = variable["valueFrom"].get(key)
+            if ref is None:
+                continue
+            value = (known.get(ref["name"]) or {}).get(ref["key"])
+            if value is not None:
+                env[variable["name"]] = value
+            elif not ref.get("optional"):
+                raise KeyError(
+                    f"{variable['name']}: {key} {ref['name']}/{ref['key']} does not exist"
+                )
+    return env
 
 
 def dump_manifests(objects: Iterable[Manifest]) -> str:
@@ -710,6 +928,8 @@ def build_run_job(
     image: str,
     location_name: str,
     job_name: str = "ingest",
+    args: list[str] | None = None,
+    run_id: str = "00000000-0000-0000-0000-000000000000",
 ) -> Manifest:
     """The Kubernetes Job the K8sRunLauncher would create for a run of this location, built with
     dagster-k8s's own functions (K8sContainerContext merge + construct_dagster_k8s_job)."""
@@ -749,11 +969,11 @@ def build_run_job(
         instance_config_map=launcher_config["instance_config_map"],
         postgres_password_secret=launcher_config.get("postgres_password_secret"),
     )
-    run_id = "00000000-0000-0000-0000-000000000000"
     job = construct_dagster_k8s_job(
         job_config=job_config,
-        args=["dagster", "api", "execute_run", "{}"],
+        args=args or ["dagster", "api", "execute_run", "{}"],
         job_name=f"dagster-run-{run_id}",
+        pod_name=f"dagster-run-{run_id}",
         user_defined_k8s_config=context.run_k8s_config,
         component="run_worker",
         labels={
@@ -773,18 +993,10 @@ def build_run_job(
 
 
 def reference_schema_dir() -> Path | None:
-    """The official charts' values schemas: $DAGSTER_CHART_SCHEMA_DIR, else shared/reference
-    beside the repository (as laid out in this workspace)."""
-    candidates = []
-    if os.environ.get("DAGSTER_CHART_SCHEMA_DIR"):
-        candidates.append(Path(os.environ["DAGSTER_CHART_SCHEMA_DIR"]))
-    candidates += [
-        REPO_ROOT.parent / "shared" / "reference" / "dagster-helm-chart",
-        REPO_ROOT / ".." / ".." / "shared" / "reference" / "dagster-helm-chart",
-    ]
-    for candidate in candidates:
-        if (candidate / "values.schema.json").is_file():
-            return candidate.resolve()
+    """The official charts' values schemas (reference copies, newer than the 1.9.4 packages)."""
+    directory = reference_dir()
+    if directory is not None and (directory / "values.schema.json").is_file():
+        return directory
     return None
 
 
@@ -799,9 +1011,9 @@ def drop_required(schema: Any) -> Any:
 
 
 def official_values_schema(chart: str) -> dict[str, Any] | None:
-    """The chart's values schema, offline: from the fetched chart when present, else from the
-    reference copy. None when neither is available."""
-    chart_dir = offline_chart_dir(chart)
+    """The chart's values schema, offline: from the fetched pinned chart when present, else from
+    the reference copy (newer than the 1.9.4 packages). None when neither is available."""
+    chart_dir = offline_chart_dir(chart) if vendored_chart_archive(chart) else None
     if chart_dir is not None and (chart_dir / "values.schema.json").is_file():
         return dict(json.loads((chart_dir / "values.schema.json").read_text()))
     directory = reference_schema_dir()
@@ -819,7 +1031,7 @@ def values_schema_errors(
     `required`."""
     import jsonschema
 
-    chart_dir = offline_chart_dir(chart)
+    chart_dir = offline_chart_dir(chart) if vendored_chart_archive(chart) else None
     if chart_dir is not None:
         document = deep_merge(load_yaml(chart_dir / "values.yaml") or {}, values)
         checked = dict(schema)

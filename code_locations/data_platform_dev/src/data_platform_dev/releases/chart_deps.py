@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-import platform_releases as pr
+from data_platform_dev.releases import core as pr
 
 
 def fetch(chart: str) -> str:
@@ -43,7 +43,7 @@ def fetch(chart: str) -> str:
             version=pr.DAGSTER_CHART_VERSION,
             destination=pr.VENDOR_DIR,
         )
-    archive = pr.official_chart_archive(chart)
+    archive = pr.vendored_chart_archive(chart)
     if archive is None:
         raise RuntimeError(
             f"{chart}: the download did not produce {chart}-{pr.DAGSTER_CHART_VERSION}.tgz"
@@ -54,7 +54,7 @@ def fetch(chart: str) -> str:
 def main() -> int:
     failures = 0
     for chart in pr.OFFICIAL_CHARTS:
-        if pr.official_chart_archive(chart) is not None:
+        if pr.vendored_chart_archive(chart) is not None:
             print(f"present  {chart} {pr.DAGSTER_CHART_VERSION}")
             continue
         try:
@@ -69,7 +69,8 @@ def main() -> int:
     if failures:
         print(
             "The official charts could not be downloaded here; `make render` and the tests "
-            "render our chart only and validate the values against the reference schemas."
+            f"render the official {pr.REFERENCE_CHART_VERSION} packages from "
+            "../shared/reference/dagster-helm-chart/packages instead."
         )
     return 0
 

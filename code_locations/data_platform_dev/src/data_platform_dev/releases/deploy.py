@@ -1,7 +1,7 @@
 """`make deploy`: `helm upgrade --install` every release, in order, against the current kubectl
 context, with the production values:
 
-    python tests/kubernetes/deploy_releases.py --images build/images.json [--dry-run]
+    python -m data_platform_dev.releases.deploy --images build/images.json [--dry-run]
 
 `--images` is skaffold's build output (`skaffold build -p production --default-repo <registry>
 --file-output build/images.json`, i.e. `make images`): the built image references replace the
@@ -18,8 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import platform_releases as pr
 import yaml
+
+from data_platform_dev.releases import core as pr
 
 
 def built_images(path: Path | None) -> dict[str, str]:

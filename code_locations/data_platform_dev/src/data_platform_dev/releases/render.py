@@ -1,9 +1,9 @@
 """`make render`: every release rendered to plain manifests, one file per release.
 
-    python tests/kubernetes/render_releases.py [--env dev|production] [--out build/manifests]
+    python -m data_platform_dev.releases.render [--env dev|production] [--out build/manifests]
 
-Our chart is always rendered; the official Dagster releases only when `make chart-deps` has
-fetched the charts (the run says which were left out and why).
+The official Dagster releases render with the 1.13.27 packages when `make chart-deps` fetched
+them, else with the official 1.9.4 packages from shared/reference; each line says which.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import platform_releases as pr
+from data_platform_dev.releases import core as pr
 
 
-def render_all(env: str, out_dir: Path) -> tuple[list[Path], list[str]]:
-    """Write <out>/<release>.yaml for each release; return the files and the skipped releases."""
+def render_all(env: str, out_dir: Path) -> tuple[list[tuple[Path, str, str, int]], list[str]]:
+    """Write <out>/<release>.yaml for each release; return (file, chart, chart version, object
+    count) per release written, and the releases left out with the reason."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("*.yaml"):
         stale.unlink()
@@ -28,12 +29,13 @@ def render_all(env: str, out_dir: Path) -> tuple[list[Path], list[str]]:
             skipped.append(f"{release.name}: {missing}")
             continue
         path = out_dir / f"{release.name}.yaml"
+        version = pr.chart_version_for(release)
         header = (
-            f"# Release {release.name} (chart {release.chart}, {env} values), "
+            f"# Release {release.name} (chart {release.chart} {version}, {env} values), "
             f"rendered by {pr.engine_name()}\n"
         )
         path.write_text(header + pr.dump_manifests(objects))
-        written.append(path)
+        written.append((path, release.chart, version, len(objects)))
     return written, skipped
 
 
@@ -45,13 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=pr.REPO_ROOT / "build" / "manifests")
     args = parser.parse_args(argv)
     written, skipped = render_all(args.env, args.out)
-    for path in written:
-        print(
-            f"rendered {path.relative_to(pr.REPO_ROOT) if path.is_relative_to(pr.REPO_ROOT) else path}"
-        )
+    for path, chart, version, count in written:
+        shown = path.relative_to(pr.REPO_ROOT) if path.is_relative_to(pr.REPO_ROOT) else path
+        print(f"rendered {shown}: {count} objects, chart {chart} {version}")
     for reason in skipped:
         print(f"skipped  {reason}")
-    return 0
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":
