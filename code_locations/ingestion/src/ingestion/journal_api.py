@@ -21,6 +21,7 @@ import dagster as dg
 import httpx
 import msgspec
 import tenacity
+from data_platform import settings
 
 from ingestion.records import (
     MalformedPageError,
@@ -32,7 +33,7 @@ from ingestion.records import (
 )
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
-TOKEN_ENV = "JOURNAL_API_TOKEN"
+TOKEN_ENV = settings.JOURNAL_API_TOKEN
 
 
 class UpstreamUnavailableError(UpstreamError):
