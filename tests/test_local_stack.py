@@ -62,7 +62,12 @@ def stack_environment(state: Path) -> dict[str, str]:
         "PLATFORM_FEATURE_SERVER_PORT",
         *[loc.port_variable for loc in LOCATIONS],
     ]
-    return {**os.environ, **{v: str(free_port()) for v in variables}, "STATE_DIR": str(state)}
+    # as from a terminal: under `make test` a nested make would otherwise print
+    # "make[1]: Leaving directory" after the demo's JSON line
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in {"MAKELEVEL", "MAKEFLAGS", "MFLAGS"}
+    }
+    return {**inherited, **{v: str(free_port()) for v in variables}, "STATE_DIR": str(state)}
 
 
 @contextlib.contextmanager
