@@ -13,6 +13,17 @@ from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source i
 )
 from feast.types import Float64, Int32, Int64, String
 
+# Feature names are unique across views, so a service that joins both (analyzer_v1) needs no
+# full_feature_names: game type features carry a game_type_ prefix over gold's column names.
+GAME_TYPE_FIELDS = {
+    "entries_1d": "game_type_entries_1d",
+    "entries_30d": "game_type_entries_30d",
+    "active_users_30d": "game_type_active_users_30d",
+    "avg_score_30d": "game_type_avg_score_30d",
+    "avg_mood_30d": "game_type_avg_mood_30d",
+    "avg_duration_minutes_30d": "game_type_avg_duration_minutes_30d",
+}
+
 # A row describes its entity on one day; the next day's row replaces it. Two days lets a
 # point-in-time join cover a late dbt run without serving a week-old state as current.
 DAILY_ROW_TTL = timedelta(days=2)
@@ -51,6 +62,7 @@ game_type_stats_source = PostgreSQLSource(
     table="gold.game_type_stats",
     timestamp_field="event_timestamp",
     created_timestamp_column="updated_at",
+    field_mapping=GAME_TYPE_FIELDS,
     description="dbt model gold.game_type_stats: one row per game type and feature_date.",
 )
 
@@ -62,12 +74,12 @@ game_type_stats = FeatureView(
         Field(name="game_type_id", dtype=Int64),
         Field(name="game_type_name", dtype=String),
         Field(name="category", dtype=String),
-        Field(name="entries_1d", dtype=Int32),
-        Field(name="entries_30d", dtype=Int32),
-        Field(name="active_users_30d", dtype=Int32),
-        Field(name="avg_score_30d", dtype=Float64),
-        Field(name="avg_mood_30d", dtype=Float64),
-        Field(name="avg_duration_minutes_30d", dtype=Float64),
+        Field(name="game_type_entries_1d", dtype=Int32),
+        Field(name="game_type_entries_30d", dtype=Int32),
+        Field(name="game_type_active_users_30d", dtype=Int32),
+        Field(name="game_type_avg_score_30d", dtype=Float64),
+        Field(name="game_type_avg_mood_30d", dtype=Float64),
+        Field(name="game_type_avg_duration_minutes_30d", dtype=Float64),
     ],
     source=game_type_stats_source,
     online=True,
