@@ -6,6 +6,8 @@ from typing import Any
 
 import psycopg
 from data_platform_dev.stack.processes import wait_until
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+from feature_store import online_layout
 from feature_store.registry_lock import registry_lock
 
 
@@ -190,3 +192,38 @@ def test_apply_waits_for_the_registry_lock(run_feature_store, feast_env, gold):
     assert outcome["result"].success
     store.refresh_registry()
     assert len(store.list_feature_views()) == 2
+
+
+def test_deleted_users_leave_redis(run_feature_store, gold, online_rows, metadata_of):
+    """A user gone from gold (deleted upstream, or every entry deleted) is no longer served."""
+    assert run_feature_store().success
+    assert online_rows([5])[5]["minutes_30d"] is not None
+    with gold.warehouse.connect() as conn:
+        conn.execute("DELETE FROM gold.user_journal_features WHERE user_id = 5")
+    result = run_feature_store()
+    assert result.success
+    assert metadata_of(result)["windows"]["user_journal_features"]["removed"] == 1
+    assert set(online_rows([5])[5].values()) == {None}
+    assert online_rows([6])[6]["minutes_30d"] is not None
+
+
+def test_keys_expire_and_reads_then_report_missing(run_feature_store, feast_env, online_rows):
+    """A key that is not rewritten in time expires: Feast reads it as NOT_FOUND, not stale."""
+    client, project = feast_env.redis(), feast_env.store().project
+    assert run_feature_store().success
+    key = online_layout.entity_key(project, "user_id", 1)
+    assert 0 < client.ttl(key) <= feast_env.store().config.online_store.key_ttl_seconds
+    feast_env.edit("feature_store.yaml", "key_ttl_seconds: 10800", "key_ttl_seconds: 2")
+    assert run_feature_store(full_refresh=True).success
+    store = feast_env.store()
+    read = lambda: store.get_online_features(  # noqa: E731
+        features=["user_journal_features:minutes_30d"], entity_rows=[{"user_id": 1}]
+    ).to_dict(include_event_timestamps=False)
+    assert read()["minutes_30d"] != [None]
+    wait_until(lambda: not client.exists(key), "the key to expire", timeout=10)
+    assert read()["minutes_30d"] == [None]
+    response = store.get_online_features(
+        features=["user_journal_features:minutes_30d"], entity_rows=[{"user_id": 1}]
+    ).proto
+    statuses = dict(zip(response.metadata.feature_names.val, response.results, strict=True))
+    assert list(statuses["minutes_30d"].statuses) == [FieldStatus.NOT_FOUND]

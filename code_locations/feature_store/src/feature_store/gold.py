@@ -134,3 +134,13 @@ def first_entities(conn: psycopg.Connection[Any], view: FeatureView, count: int)
         key=key, table=table(view)
     )
     return [row[0] for row in conn.execute(query, [count])]
+
+
+def present_entities(
+    conn: psycopg.Connection[Any], view: FeatureView, entities: Sequence[int]
+) -> set[int]:
+    """Which of ``entities`` gold still has a row for (the others were deleted upstream)."""
+    query = sql.SQL("SELECT DISTINCT {key} FROM {table} WHERE {key} = ANY(%s)").format(
+        key=sql.Identifier(join_key(view)), table=table(view)
+    )
+    return {row[0] for row in conn.execute(query, [list(entities)])}
