@@ -1,7 +1,9 @@
-"""Feature views over the gold tables that dbt builds (schema gold of the warehouse).
+"""Feature views over the gold history tables that dbt builds (schema gold of the warehouse).
 
-The gold tables hold one row per entity and day; each row's event_timestamp never lies in the
-future, and updated_at is when dbt wrote it, so Feast keeps the newest row of each entity.
+A history table holds one version per entity and dbt build whose values changed, stamped with
+the build's as-of time (event_timestamp). The online store serves each entity's newest
+version; training data for (entity, T) is the newest version stamped at or before T, which is
+what was served at T, built only from entries ingested by then (point-in-time correct).
 """
 
 from datetime import timedelta
@@ -24,16 +26,17 @@ GAME_TYPE_FIELDS = {
     "avg_duration_minutes_30d": "game_type_avg_duration_minutes_30d",
 }
 
-# A row describes its entity on one day; the next day's row replaces it. Two days lets a
-# point-in-time join cover a late dbt run without serving a week-old state as current.
+# Every build that changes an entity appends a version, and every day changes each entity
+# (recency moves on): two days lets a point-in-time join cover a late build without
+# answering with a week-old state.
 DAILY_ROW_TTL = timedelta(days=2)
 
 user_journal_features_source = PostgreSQLSource(
     name="gold_user_journal_features",
-    table="gold.user_journal_features",
+    table="gold.user_journal_features_history",
     timestamp_field="event_timestamp",
     created_timestamp_column="updated_at",
-    description="dbt model gold.user_journal_features: one row per user and feature_date.",
+    description="dbt model gold.user_journal_features_history: each user's versions.",
 )
 
 user_journal_features = FeatureView(
@@ -59,11 +62,11 @@ user_journal_features = FeatureView(
 
 game_type_stats_source = PostgreSQLSource(
     name="gold_game_type_stats",
-    table="gold.game_type_stats",
+    table="gold.game_type_stats_history",
     timestamp_field="event_timestamp",
     created_timestamp_column="updated_at",
     field_mapping=GAME_TYPE_FIELDS,
-    description="dbt model gold.game_type_stats: one row per game type and feature_date.",
+    description="dbt model gold.game_type_stats_history: each game type's versions.",
 )
 
 game_type_stats = FeatureView(

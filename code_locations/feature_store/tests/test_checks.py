@@ -64,7 +64,7 @@ def test_one_stale_entity_fails_freshness(run_feature_store, gold, feast_env, ch
     """Eleven fresh users do not hide one whose newest served row is two days old."""
     with gold.warehouse.connect() as conn:
         conn.execute(
-            "DELETE FROM gold.user_journal_features WHERE user_id = 12 AND feature_date > %s",
+            "DELETE FROM gold.user_journal_features_history WHERE user_id = 12 AND feature_date > %s",
             [gold.event_time(2).date()],
         )
     assert run_feature_store(full_refresh=True).success

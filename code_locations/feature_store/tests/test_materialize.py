@@ -64,14 +64,14 @@ def test_feature_service_gives_training_data(run_feature_store, feast_env, gold,
     with gold.warehouse.connect() as conn:
         expected = dict(
             conn.execute(
-                "SELECT user_id, minutes_30d FROM gold.user_journal_features "
+                "SELECT user_id, minutes_30d FROM gold.user_journal_features_history "
                 "WHERE event_timestamp = %s AND user_id IN (3, 4)",
                 [moment],
             ).fetchall()
         )
         games = dict(
             conn.execute(
-                "SELECT game_type_id, entries_30d FROM gold.game_type_stats "
+                "SELECT game_type_id, entries_30d FROM gold.game_type_stats_history "
                 "WHERE event_timestamp = %s",
                 [moment],
             ).fetchall()
@@ -199,7 +199,7 @@ def test_deleted_users_leave_redis(run_feature_store, gold, online_rows, metadat
     assert run_feature_store().success
     assert online_rows([5])[5]["minutes_30d"] is not None
     with gold.warehouse.connect() as conn:
-        conn.execute("DELETE FROM gold.user_journal_features WHERE user_id = 5")
+        conn.execute("DELETE FROM gold.user_journal_features_history WHERE user_id = 5")
     result = run_feature_store()
     assert result.success
     assert metadata_of(result)["windows"]["user_journal_features"]["removed"] == 1

@@ -9,8 +9,9 @@ from pydantic import Field
 from feature_store.feast_resource import FeastResource
 
 # the transformation location builds these with dbt; lineage crosses locations by key
-USER_JOURNAL_FEATURES = dg.AssetKey(["gold", "user_journal_features"])
-GAME_TYPE_STATS = dg.AssetKey(["gold", "game_type_stats"])
+# (the history tables: each build's versions, what Feast's feature views read)
+USER_JOURNAL_FEATURES = dg.AssetKey(["gold", "user_journal_features_history"])
+GAME_TYPE_STATS = dg.AssetKey(["gold", "game_type_stats_history"])
 
 
 class MaterializeConfig(dg.Config):
