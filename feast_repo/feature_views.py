@@ -1,7 +1,7 @@
 """Feature views over the gold history tables that dbt builds (schema gold of the warehouse).
 
-A history table holds one version per entity and dbt build whose values changed, stamped with
-the build's as-of time (event_timestamp). The online store serves each entity's newest
+A history table holds one version per entity and dbt build, stamped with the build's as-of
+time (event_timestamp). The online store serves each entity's newest
 version; training data for (entity, T) is the newest version stamped at or before T, which is
 what was served at T, built only from entries ingested by then (point-in-time correct).
 """
@@ -26,9 +26,8 @@ GAME_TYPE_FIELDS = {
     "avg_duration_minutes_30d": "game_type_avg_duration_minutes_30d",
 }
 
-# Every build that changes an entity appends a version, and every day changes each entity
-# (recency moves on): two days lets a point-in-time join cover a late build without
-# answering with a week-old state.
+# Every build appends a version of each entity: two days lets a point-in-time join cover
+# builds that stopped for a while without answering with a week-old state.
 DAILY_ROW_TTL = timedelta(days=2)
 
 user_journal_features_source = PostgreSQLSource(

@@ -1,6 +1,6 @@
 {#-
-  History tables (point-in-time correctness): the as-of rows of a gold table, appended when an
-  entity's values differ from its newest version. The columns compared are all but the stamps.
+  History tables (point-in-time correctness): the as-of rows of a gold table, appended by every
+  build, stamped with its as-of time.
 -#}
 {#- The whole history model over gold model ``daily_name`` whose entities are keyed by ``key``. -#}
 {% macro history_model(daily_name, key) -%}
@@ -23,8 +23,6 @@
 
 
 {% macro as_of_versions(daily, key) -%}
-    {%- set columns = adapter.get_columns_in_relation(daily) | map(attribute='name')
-        | reject('in', ['event_timestamp', 'updated_at', 'feature_date']) | list if execute else [] -%}
 with as_of_rows as (
     select * from {{ daily }}
     where feature_date = (select max(feature_date) from {{ daily }})
@@ -32,19 +30,14 @@ with as_of_rows as (
 select as_of_rows.*
 from as_of_rows
 {%- if is_incremental() %}
-left join lateral (
-    select * from {{ this }} as version
+-- every build's as-of rows, changed or not: each one is what Redis serves after the build,
+-- which keeps every served row as fresh as the build (freshness check, key TTL); a rerun of
+-- the same as-of time adds nothing
+where not exists (
+    select 1 from {{ this }} as version
     where version.{{ key }} = as_of_rows.{{ key }}
-    order by version.event_timestamp desc
-    limit 1
-) as newest on true
-where newest.{{ key }} is null
-    or newest.event_timestamp < as_of_rows.event_timestamp
-    and (
-        {%- for column in columns %}
-        newest.{{ column }} is distinct from as_of_rows.{{ column }}{{ ' or' if not loop.last }}
-        {%- endfor %}
-    )
+        and version.event_timestamp >= as_of_rows.event_timestamp
+)
 {%- endif %}
 {%- endmacro %}
 

@@ -22,6 +22,7 @@ import pytest
 from data_platform.resources import PostgresResource, RedisResource
 from feature_store.defs.assets.online_store.materialize import materialize_user_journal_features
 from feature_store.feast_resource import FeastResource
+from feature_store.online_layout import served_timestamps
 
 from .conftest import FeastEnv, feast_environment
 
@@ -169,6 +170,10 @@ def test_training_data_equals_what_was_served(replay) -> None:
         dbt_run(moment)
         assert dg.materialize([materialize_user_journal_features], resources=resources).success
         store = env.store()
+        # every served row is as fresh as this build, active user or not: nothing ages into
+        # the freshness SLA or the key TTL while builds run
+        stamps = list(served_timestamps(env.redis(), store.project, "user_journal_features"))
+        assert stamps and min(stamps) == moment
         rows = [{"user_id": u, "game_type_id": GAMES[u % 2]} for u in USERS]
         response = store.get_online_features(
             features=store.get_feature_service("analyzer_v1"), entity_rows=rows
