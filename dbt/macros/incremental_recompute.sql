@@ -5,8 +5,8 @@
   The start is the earliest date any change since the table's last build touched: every date an
   entry left or entered (journal_entry_changes logs each merge and delete of
   stg_journal_entries, so any number of moves between gold builds is seen), and never later
-  than the previous as-of date (that row was partial, and the days after it are new). A
-  renamed game type or a rebuilt staging table rewrites everything.
+  than the previous as-of date (that row was partial, and the days after it are new). Changed
+  game types (gold stores their names) or a rebuilt staging table rewrite everything.
 
   The start is computed once per build, in a pre-hook, into a temporary table that the model
   SQL and the delete both read: two evaluations could disagree. Builds are serialized by the
@@ -51,22 +51,16 @@
             min(least(changes.from_date, changes.to_date)) as earliest_date
         from {{ entry_changes() }} as changes, last_build
         where changes.logged_at > last_build.built_at
-    ),
-    changed_game_types as (
-        -- _ingested_at is an ingestion transaction's start: look an hour further back
-        select count(*) as row_count
-        from {{ ref('stg_game_types') }} as game_types, last_build
-        where game_types._ingested_at > last_build.built_at - interval '1 hour'
     )
     select case
         -- everything: from the first row kept or the first entry, whichever is earlier
-        when changed_game_types.row_count > 0 or changes.rebuild_all or last_build.as_of_date is null
+        when changes.rebuild_all or last_build.as_of_date is null
             then least(
                 last_build.first_date, (select min(entry_date) from {{ accepted_entries() }})
             )
         else least(changes.earliest_date, last_build.as_of_date)
     end
-    from last_build, changes, changed_game_types
+    from last_build, changes
 )
 {%- endmacro %}
 
