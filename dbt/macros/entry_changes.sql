@@ -2,8 +2,7 @@
   journal_entry_changes: one row per entry each build of stg_journal_entries merged or deleted,
   with the date it left (from_date) and the date it has now (to_date, null once deleted). The
   gold models recompute from the earliest date logged since their last build; a row with no
-  entry means everything: a rebuilt staging table, or game types that changed (a digest of
-  raw.game_types differs from the last one logged; gold stores game type names). Hooks of stg_journal_entries write it in
+  entry (a rebuilt staging table) means everything. Hooks of stg_journal_entries write it in
   the model's own transaction, so a logged change and the change itself commit together.
 -#}
 {% macro create_entry_changes() -%}
@@ -11,11 +10,16 @@
         entry_id bigint,
         from_date date,
         to_date date,
-        logged_at timestamptz not null,
-        game_types_digest text
+        logged_at timestamptz not null
     );
     create index if not exists journal_entry_changes_logged_at
         on {{ this.schema }}.journal_entry_changes (logged_at);
+    -- the game types each gold model last built with (gold_bounds_hook): created here, once,
+    -- since the gold models run in parallel and CREATE ... IF NOT EXISTS can collide
+    create table if not exists {{ this.schema }}.game_type_digests (
+        model text primary key,
+        digest text not null
+    );
 {%- endmacro %}
 
 
@@ -55,18 +59,4 @@
     {%- else %}
     insert into {{ changes }} (entry_id, from_date, to_date, logged_at) values (null, null, null, now());
     {%- endif %}
-    insert into {{ changes }} (entry_id, from_date, to_date, logged_at, game_types_digest)
-    select null, null, null, now(), current_types.digest
-    from (
-        select md5(coalesce(
-            string_agg(id || ':' || name || ':' || category, ',' order by id), ''
-        )) as digest
-        from {{ source('raw', 'game_types') }}
-    ) as current_types
-    where current_types.digest is distinct from (
-        select game_types_digest from {{ changes }}
-        where game_types_digest is not null
-        order by logged_at desc
-        limit 1
-    );
 {%- endmacro %}

@@ -55,6 +55,7 @@
     select case
         -- everything: from the first row kept or the first entry, whichever is earlier
         when changes.rebuild_all or last_build.as_of_date is null
+            or (select changed from pg_temp.gold_game_types)
             then least(
                 last_build.first_date, (select min(entry_date) from {{ accepted_entries() }})
             )
@@ -65,9 +66,29 @@
 {%- endmacro %}
 
 
-{#- pre_hook of a gold model: serialize, then fix this build's bounds once. -#}
+{#- pre_hook of a gold model: serialize, then fix this build's bounds once. Gold stores game
+    type names, so game types that differ from those of this model's last build (a digest,
+    kept per model in game_type_digests, created by stg_journal_entries) make it rewrite
+    everything. -#}
 {% macro gold_bounds_hook() -%}
+    {%- set digests = ref('stg_journal_entries').schema ~ '.game_type_digests' %}
     select pg_advisory_xact_lock(hashtext('gold:' || '{{ this }}'));
+    create temporary table gold_game_types on commit drop as
+    select
+        current_types.digest,
+        current_types.digest is distinct from (
+            select digest from {{ digests }} where model = '{{ this }}'
+        ) as changed
+    from (
+        select md5(coalesce(
+            string_agg(game_type_id || ':' || game_type_name || ':' || category, ',' order by game_type_id),
+            ''
+        )) as digest
+        from {{ ref('stg_game_types') }}
+    ) as current_types;
+    insert into {{ digests }} (model, digest)
+    select '{{ this }}', digest from pg_temp.gold_game_types
+    on conflict (model) do update set digest = excluded.digest;
     create temporary table gold_build_bounds on commit drop as
     select
         {% if is_incremental() -%}
