@@ -1,7 +1,9 @@
-"""Feature views over the gold tables that dbt builds (schema gold of the warehouse).
+"""Feature views over the gold history tables that dbt builds (schema gold of the warehouse).
 
-The gold tables hold one row per entity and day; each row's event_timestamp never lies in the
-future, and updated_at is when dbt wrote it, so Feast keeps the newest row of each entity.
+A history table holds one version per entity and dbt build, stamped with the build's as-of
+time (event_timestamp). The online store serves each entity's newest
+version; training data for (entity, T) is the newest version stamped at or before T, which is
+what was served at T, built only from entries ingested by then (point-in-time correct).
 """
 
 from datetime import timedelta
@@ -13,16 +15,27 @@ from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source i
 )
 from feast.types import Float64, Int32, Int64, String
 
-# A row describes its entity on one day; the next day's row replaces it. Two days lets a
-# point-in-time join cover a late dbt run without serving a week-old state as current.
+# Feature names are unique across views, so a service that joins both (analyzer_v1) needs no
+# full_feature_names: game type features carry a game_type_ prefix over gold's column names.
+GAME_TYPE_FIELDS = {
+    "entries_1d": "game_type_entries_1d",
+    "entries_30d": "game_type_entries_30d",
+    "active_users_30d": "game_type_active_users_30d",
+    "avg_score_30d": "game_type_avg_score_30d",
+    "avg_mood_30d": "game_type_avg_mood_30d",
+    "avg_duration_minutes_30d": "game_type_avg_duration_minutes_30d",
+}
+
+# Every build appends a version of each entity: two days lets a point-in-time join cover
+# builds that stopped for a while without answering with a week-old state.
 DAILY_ROW_TTL = timedelta(days=2)
 
 user_journal_features_source = PostgreSQLSource(
     name="gold_user_journal_features",
-    table="gold.user_journal_features",
+    table="gold.user_journal_features_history",
     timestamp_field="event_timestamp",
     created_timestamp_column="updated_at",
-    description="dbt model gold.user_journal_features: one row per user and feature_date.",
+    description="dbt model gold.user_journal_features_history: each user's versions.",
 )
 
 user_journal_features = FeatureView(
@@ -48,10 +61,11 @@ user_journal_features = FeatureView(
 
 game_type_stats_source = PostgreSQLSource(
     name="gold_game_type_stats",
-    table="gold.game_type_stats",
+    table="gold.game_type_stats_history",
     timestamp_field="event_timestamp",
     created_timestamp_column="updated_at",
-    description="dbt model gold.game_type_stats: one row per game type and feature_date.",
+    field_mapping=GAME_TYPE_FIELDS,
+    description="dbt model gold.game_type_stats_history: each game type's versions.",
 )
 
 game_type_stats = FeatureView(
@@ -62,12 +76,12 @@ game_type_stats = FeatureView(
         Field(name="game_type_id", dtype=Int64),
         Field(name="game_type_name", dtype=String),
         Field(name="category", dtype=String),
-        Field(name="entries_1d", dtype=Int32),
-        Field(name="entries_30d", dtype=Int32),
-        Field(name="active_users_30d", dtype=Int32),
-        Field(name="avg_score_30d", dtype=Float64),
-        Field(name="avg_mood_30d", dtype=Float64),
-        Field(name="avg_duration_minutes_30d", dtype=Float64),
+        Field(name="game_type_entries_1d", dtype=Int32),
+        Field(name="game_type_entries_30d", dtype=Int32),
+        Field(name="game_type_active_users_30d", dtype=Int32),
+        Field(name="game_type_avg_score_30d", dtype=Float64),
+        Field(name="game_type_avg_mood_30d", dtype=Float64),
+        Field(name="game_type_avg_duration_minutes_30d", dtype=Float64),
     ],
     source=game_type_stats_source,
     online=True,

@@ -37,7 +37,7 @@ VIEW = "user_journal_features"
 # users have 1..days daily rows ending today; as dbt builds them, no row lies in the future
 GOLD = """
 CREATE SCHEMA gold;
-CREATE TABLE gold.user_journal_features AS
+CREATE TABLE gold.user_journal_features_history AS
 SELECT u::bigint AS user_id, d::date AS feature_date,
        least(d + interval '1 day' - interval '1 microsecond', now() - interval '5 minutes')
            AS event_timestamp,
@@ -57,7 +57,7 @@ FROM generate_series(1, {users}) AS u,
      generate_series(0, {days} - 1) AS day,
      LATERAL (SELECT date_trunc('day', now()) - day * interval '1 day' AS d) AS days
 WHERE day <= u % {days};
-CREATE TABLE gold.game_type_stats AS
+CREATE TABLE gold.game_type_stats_history AS
 SELECT g::bigint AS game_type_id, 'game ' || g AS game_type_name,
        'category ' || g % 4 AS category, d::date AS feature_date,
        least(d + interval '1 day' - interval '1 microsecond', now() - interval '5 minutes')
@@ -67,7 +67,7 @@ SELECT g::bigint AS game_type_id, 'game ' || g AS game_type_name,
        12.5::double precision + day AS avg_duration_minutes_30d, now() AS updated_at
 FROM generate_series(1, 12) AS g, generate_series(0, 29) AS day,
      LATERAL (SELECT date_trunc('day', now()) - day * interval '1 day' AS d) AS days;
-ANALYZE gold.user_journal_features;
+ANALYZE gold.user_journal_features_history;
 """
 PG_TYPES = {"INT32": "int4", "INT64": "int8", "DOUBLE": "float8", "STRING": "text"}
 
@@ -100,9 +100,13 @@ def run(
     started = time.perf_counter()
     with psycopg.connect(postgres.url("warehouse"), autocommit=True) as conn:
         conn.execute(GOLD.format(users=args.users, days=args.days).encode())
-        (rows,) = conn.execute("SELECT count(*) FROM gold.user_journal_features").fetchone() or (0,)
+        (rows,) = conn.execute(
+            "SELECT count(*) FROM gold.user_journal_features_history"
+        ).fetchone() or (0,)
     built = time.perf_counter() - started
-    print(f"gold.user_journal_features : {rows:,} rows for {args.users:,} users ({built:.1f} s)")
+    print(
+        f"gold.user_journal_features_history : {rows:,} rows for {args.users:,} users ({built:.1f} s)"
+    )
 
     store = open_feature_store()
     registry_sync.apply(store, load_repo_contents(store.config.repo_path, store.project))
@@ -154,7 +158,7 @@ def raw_materialize(postgres: LocalPostgres, client: redis.Redis, project: str, 
     types = [f.dtype.to_value_type() for f in view.features]
     query = (
         f"COPY (SELECT DISTINCT ON (user_id) user_id, event_timestamp, {', '.join(names)} "
-        "FROM gold.user_journal_features ORDER BY user_id, event_timestamp DESC, updated_at DESC) "
+        "FROM gold.user_journal_features_history ORDER BY user_id, event_timestamp DESC, updated_at DESC) "
         "TO STDOUT (FORMAT BINARY)"
     )
     with (

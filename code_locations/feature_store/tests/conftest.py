@@ -21,7 +21,7 @@ from feature_store.feast_resource import FeastResource
 
 GOLD_DDL = """
 CREATE SCHEMA gold;
-CREATE TABLE gold.user_journal_features (
+CREATE TABLE gold.user_journal_features_history (
     user_id bigint NOT NULL, feature_date date NOT NULL, event_timestamp timestamptz NOT NULL,
     entries_7d integer NOT NULL, entries_30d integer NOT NULL,
     avg_mood_30d double precision, avg_score_30d double precision, minutes_30d bigint NOT NULL,
@@ -29,7 +29,7 @@ CREATE TABLE gold.user_journal_features (
     current_streak_days integer NOT NULL, updated_at timestamptz NOT NULL,
     PRIMARY KEY (user_id, feature_date)
 );
-CREATE TABLE gold.game_type_stats (
+CREATE TABLE gold.game_type_stats_history (
     game_type_id bigint NOT NULL, game_type_name text NOT NULL, category text NOT NULL,
     feature_date date NOT NULL, event_timestamp timestamptz NOT NULL,
     entries_1d integer NOT NULL, entries_30d integer NOT NULL, active_users_30d integer NOT NULL,
@@ -43,6 +43,11 @@ USER_FEATURES = (
     "favorite_game_type", "days_since_last_entry", "current_streak_days",
 )  # fmt: skip
 GAMES = (("chess", "strategy"), ("sudoku", "logic"), ("wordle", "word"))
+# the tables Feast's feature views read: dbt's history tables (one version per build)
+TABLES = {
+    "user_journal_features": "gold.user_journal_features_history",
+    "game_type_stats": "gold.game_type_stats_history",
+}
 
 
 @dataclass
@@ -103,7 +108,7 @@ class Gold:
             f"{c} = EXCLUDED.{c}" for c in columns if c not in (key[0], "feature_date")
         )
         conn.execute(
-            f"INSERT INTO gold.{table} ({', '.join(columns)}) "
+            f"INSERT INTO {TABLES[table]} ({', '.join(columns)}) "
             f"VALUES ({', '.join(['%s'] * len(values))}, clock_timestamp()) "
             f"ON CONFLICT ({key[0]}, feature_date) DO UPDATE SET {updates}",
             list(values.values()),
@@ -113,7 +118,7 @@ class Gold:
         """Each entity's newest row, by event time then write time (what Redis must serve)."""
         with psycopg.connect(self.warehouse.conninfo(), row_factory=psycopg.rows.dict_row) as conn:
             rows = conn.execute(
-                f"SELECT DISTINCT ON ({key}) * FROM gold.{table} "
+                f"SELECT DISTINCT ON ({key}) * FROM {TABLES[table]} "
                 f"ORDER BY {key}, event_timestamp DESC, updated_at DESC"
             ).fetchall()
         return {row[key]: row for row in rows}
@@ -153,19 +158,15 @@ class FeastEnv:
         path.write_text(text.replace(old, new))
 
 
-@pytest.fixture
-def feast_env(
-    gold: Gold,
-    new_database: Callable[[str], PostgresResource],
+def feast_environment(
+    warehouse: PostgresResource,
+    registry: PostgresResource,
     online_store: RedisResource,
-    tmp_path: Path,
+    repo_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> FeastEnv:
-    """A copy of feast_repo and the environment contract pointing at this test's stores."""
-    registry = new_database("feast_registry")
-    repo_path = tmp_path / "feast_repo"
+    """A copy of feast_repo at ``repo_path`` and the environment contract for these stores."""
     shutil.copytree(DEFAULT_REPO_PATH, repo_path, ignore=shutil.ignore_patterns("__pycache__"))
-    warehouse = gold.warehouse
     environ = {
         settings.POSTGRES_HOST: warehouse.host,
         settings.POSTGRES_PORT: str(warehouse.port),
@@ -181,6 +182,21 @@ def feast_env(
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     return FeastEnv(repo_path, environ, online_store)
+
+
+@pytest.fixture
+def feast_env(
+    gold: Gold,
+    new_database: Callable[[str], PostgresResource],
+    online_store: RedisResource,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> FeastEnv:
+    """A copy of feast_repo and the environment contract pointing at this test's stores."""
+    registry = new_database("feast_registry")
+    return feast_environment(
+        gold.warehouse, registry, online_store, tmp_path / "feast_repo", monkeypatch
+    )
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_consistency_fails_when_redis_lost_a_row(run_feature_store, feast_env, c
     assert "user_journal_features 1: (row) is None in Redis" in broken.description
 
 
-def test_freshness_compares_the_newest_served_row_with_the_sla(
+def test_freshness_compares_the_oldest_served_row_with_the_sla(
     run_feature_store, gold, check_results
 ):
     assert run_feature_store().success
@@ -58,6 +58,39 @@ def test_freshness_compares_the_newest_served_row_with_the_sla(
     ]
     assert not late.passed
     assert "SLA 1 min" in late.description
+
+
+def test_one_stale_entity_fails_freshness(run_feature_store, gold, feast_env, check_results):
+    """Eleven fresh users do not hide one whose newest served row is two days old."""
+    with gold.warehouse.connect() as conn:
+        conn.execute(
+            "DELETE FROM gold.user_journal_features_history WHERE user_id = 12 AND feature_date > %s",
+            [gold.event_time(2).date()],
+        )
+    assert run_feature_store(full_refresh=True).success
+    fresh = check_results(run_feature_store(checks_only=True, sla_minutes=60))[
+        "online_features_fresh"
+    ]
+    assert not fresh.passed
+    assert fresh.metadata["lag_minutes"].value > 24 * 60
+    assert "oldest user_journal_features row served" in fresh.description
+
+
+def test_consistency_fails_on_an_orphan_in_redis(run_feature_store, feast_env, check_results):
+    """A Redis row whose entity gold does not have is found by sampling Redis keys."""
+    assert run_feature_store().success
+    client, project = feast_env.redis(), feast_env.store().project
+    row = client.hgetall(online_layout.entity_key(project, "user_id", 3))
+    client.hset(online_layout.entity_key(project, "user_id", 999), mapping=row)
+    broken = check_results(run_feature_store(checks_only=True))["online_matches_gold"]
+    assert not broken.passed
+    assert "user_journal_features 999: (row) is 'present' in Redis, None in gold" in (
+        broken.description
+    )
+    assert check_results(run_feature_store())["online_matches_gold"].passed, (
+        "materialization did not remove the orphan"
+    )
+    assert not client.exists(online_layout.entity_key(project, "user_id", 999))
 
 
 def test_freshness_fails_when_redis_serves_nothing(run_feature_store, check_results):

@@ -12,8 +12,8 @@ def test_asset_graph():
     graph = defs.resolve_asset_graph()
     node = graph.get(ASSET)
     assert node.parent_keys == {
-        dg.AssetKey(["gold", "user_journal_features"]),
-        dg.AssetKey(["gold", "game_type_stats"]),
+        dg.AssetKey(["gold", "user_journal_features_history"]),
+        dg.AssetKey(["gold", "game_type_stats_history"]),
     }
     assert node.group_name == "feature_store"
     assert node.automation_condition is not None

@@ -6,6 +6,8 @@ from typing import Any
 
 import psycopg
 from data_platform_dev.stack.processes import wait_until
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+from feature_store import online_layout
 from feature_store.registry_lock import registry_lock
 
 
@@ -18,7 +20,7 @@ def test_materialized_features_equal_gold(
     assert online_rows(list(expected)) == expected
     games = gold.latest("game_type_stats", "game_type_id")
     served_games = online_rows(list(games), view="game_type_stats")
-    assert {g: served_games[g]["avg_score_30d"] for g in games} == {
+    assert {g: served_games[g]["game_type_avg_score_30d"] for g in games} == {
         g: row["avg_score_30d"] for g, row in games.items()
     }
     metadata = metadata_of(result)
@@ -28,17 +30,57 @@ def test_materialized_features_equal_gold(
 
 
 def test_feature_service_serves_both_views(run_feature_store, feast_env, gold, gold_expected):
+    """analyzer_v1 joins both views with plain feature names: none of them collide."""
     assert run_feature_store().success
     store = feast_env.store()
     user, game = min(gold_expected()), 2
     response = store.get_online_features(
         features=store.get_feature_service("analyzer_v1"),
         entity_rows=[{"user_id": user, "game_type_id": game}],
-        full_feature_names=True,
     ).to_dict()
+    expected_user = gold_expected()[user]
     expected_game = gold.latest("game_type_stats", "game_type_id")[game]
-    assert response["user_journal_features__minutes_30d"] == [gold_expected()[user]["minutes_30d"]]
-    assert response["game_type_stats__game_type_name"] == [expected_game["game_type_name"]]
+    assert response["minutes_30d"] == [expected_user["minutes_30d"]]
+    assert response["entries_30d"] == [expected_user["entries_30d"]]
+    assert response["game_type_name"] == [expected_game["game_type_name"]]
+    assert response["game_type_entries_30d"] == [expected_game["entries_30d"]]
+    assert response["game_type_avg_mood_30d"] == [expected_game["avg_mood_30d"]]
+
+
+def test_feature_service_gives_training_data(run_feature_store, feast_env, gold, gold_expected):
+    """get_historical_features through analyzer_v1: gold's row of each entity at that time."""
+    import pandas as pd
+
+    assert run_feature_store().success
+    store = feast_env.store()
+    moment = gold.event_time(1)
+    entities = pd.DataFrame(
+        {"user_id": [3, 4], "game_type_id": [1, 2], "event_timestamp": [moment, moment]}
+    )
+    frame = store.get_historical_features(
+        entity_df=entities, features=store.get_feature_service("analyzer_v1")
+    ).to_df()
+    rows = {r["user_id"]: r for r in frame.to_dict("records")}
+    with gold.warehouse.connect() as conn:
+        expected = dict(
+            conn.execute(
+                "SELECT user_id, minutes_30d FROM gold.user_journal_features_history "
+                "WHERE event_timestamp = %s AND user_id IN (3, 4)",
+                [moment],
+            ).fetchall()
+        )
+        games = dict(
+            conn.execute(
+                "SELECT game_type_id, entries_30d FROM gold.game_type_stats_history "
+                "WHERE event_timestamp = %s",
+                [moment],
+            ).fetchall()
+        )
+    assert {u: r["minutes_30d"] for u, r in rows.items()} == expected
+    assert {r["game_type_id"]: r["game_type_entries_30d"] for r in rows.values()} == {
+        1: games[1],
+        2: games[2],
+    }
 
 
 def test_rematerializing_is_idempotent(run_feature_store, redis_snapshot, metadata_of):
@@ -150,3 +192,38 @@ def test_apply_waits_for_the_registry_lock(run_feature_store, feast_env, gold):
     assert outcome["result"].success
     store.refresh_registry()
     assert len(store.list_feature_views()) == 2
+
+
+def test_deleted_users_leave_redis(run_feature_store, gold, online_rows, metadata_of):
+    """A user gone from gold (deleted upstream, or every entry deleted) is no longer served."""
+    assert run_feature_store().success
+    assert online_rows([5])[5]["minutes_30d"] is not None
+    with gold.warehouse.connect() as conn:
+        conn.execute("DELETE FROM gold.user_journal_features_history WHERE user_id = 5")
+    result = run_feature_store()
+    assert result.success
+    assert metadata_of(result)["windows"]["user_journal_features"]["removed"] == 1
+    assert set(online_rows([5])[5].values()) == {None}
+    assert online_rows([6])[6]["minutes_30d"] is not None
+
+
+def test_keys_expire_and_reads_then_report_missing(run_feature_store, feast_env, online_rows):
+    """A key that is not rewritten in time expires: Feast reads it as NOT_FOUND, not stale."""
+    client, project = feast_env.redis(), feast_env.store().project
+    assert run_feature_store().success
+    key = online_layout.entity_key(project, "user_id", 1)
+    assert 0 < client.ttl(key) <= feast_env.store().config.online_store.key_ttl_seconds
+    feast_env.edit("feature_store.yaml", "key_ttl_seconds: 10800", "key_ttl_seconds: 2")
+    assert run_feature_store(full_refresh=True).success
+    store = feast_env.store()
+    read = lambda: store.get_online_features(  # noqa: E731
+        features=["user_journal_features:minutes_30d"], entity_rows=[{"user_id": 1}]
+    ).to_dict(include_event_timestamps=False)
+    assert read()["minutes_30d"] != [None]
+    wait_until(lambda: not client.exists(key), "the key to expire", timeout=10)
+    assert read()["minutes_30d"] == [None]
+    response = store.get_online_features(
+        features=["user_journal_features:minutes_30d"], entity_rows=[{"user_id": 1}]
+    ).proto
+    statuses = dict(zip(response.metadata.feature_names.val, response.results, strict=True))
+    assert list(statuses["minutes_30d"].statuses) == [FieldStatus.NOT_FOUND]

@@ -1,13 +1,26 @@
 """The analyzer's feature server: reads answer with gold's values, writes are not served."""
 
+import json
 import os
+import re
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from data_platform_dev.stack.processes import ManagedProcess, free_port, wait_until
 from feature_store.demo_summary import summary
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+README_SERVER = "127.0.0.1:6566"
+
+
+def readme_curls() -> list[str]:
+    """The curl commands of README's bash blocks that call the feature server."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    return [block for block in blocks if block.startswith("curl") and README_SERVER in block]
 
 
 @pytest.fixture
@@ -60,3 +73,27 @@ def test_demo_summary_reads_back_through_feast(run_feature_store, gold, gold_exp
     }
     first_three = sorted(expected)[:3]
     assert printed["online_features"] == {str(u): expected[u] for u in first_three}
+
+
+def test_readme_curl_runs_verbatim(feature_server, gold, gold_expected):
+    """README's curl for the analyzer, run by bash as written (only the port differs)."""
+    (command,) = readme_curls()
+    address = feature_server.removeprefix("http://")
+    done = subprocess.run(
+        ["bash", "-c", command.replace(README_SERVER, address)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    body = json.loads(done.stdout)
+    assert "detail" not in body, body
+    columns = dict(zip(body["metadata"]["feature_names"], body["results"], strict=True))
+    users, games = [1, 2], [1, 2]
+    assert columns["user_id"]["values"] == users
+    expected = gold_expected()
+    assert columns["minutes_30d"]["values"] == [expected[u]["minutes_30d"] for u in users]
+    assert columns["entries_30d"]["values"] == [expected[u]["entries_30d"] for u in users]
+    stats = gold.latest("game_type_stats", "game_type_id")
+    assert columns["game_type_entries_30d"]["values"] == [stats[g]["entries_30d"] for g in games]
+    assert set(columns["entries_30d"]["statuses"]) == {"PRESENT"}

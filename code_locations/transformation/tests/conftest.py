@@ -46,6 +46,27 @@ def dbt_warehouse(
     return warehouse
 
 
+# what the ingestion location writes for upstream tombstones (created here while the
+# ingestion side is not merged; the same DDL, so either may create it)
+DELETIONS_DDL = """
+CREATE TABLE IF NOT EXISTS raw.deletions (
+    entity text, id bigint, user_id bigint, played_at timestamptz null,
+    deleted_at timestamptz, ingested_at timestamptz, PRIMARY KEY (entity, id)
+)
+"""
+
+
+@pytest.fixture
+def raw_tables(dbt_warehouse: PostgresResource) -> PostgresResource:
+    """Empty raw tables created by the ingestion's own DDL, raw.deletions included."""
+    from ingestion.raw_tables import ensure_tables
+
+    with dbt_warehouse.connect() as conn:
+        ensure_tables(conn)
+        conn.execute(DELETIONS_DDL)
+    return dbt_warehouse
+
+
 @pytest.fixture
 def ingest(warehouse: PostgresResource) -> Callable[[JournalApiProcess], dg.ExecuteInProcessResult]:
     """Load raw.* from the dev upstream with the ingestion location's own assets."""
@@ -65,7 +86,9 @@ def build_gold(dbt_warehouse: PostgresResource) -> Callable[[], dg.ExecuteInProc
     from transformation.dbt_config import dbt_cli
     from transformation.defs.assets.transformations.dbt_assets import dbt_analytics
 
-    return lambda: dg.materialize([dbt_analytics], resources={"dbt": dbt_cli()})
+    return lambda: dg.materialize(
+        [dbt_analytics], resources={"dbt": dbt_cli(), "postgres": dbt_warehouse}
+    )
 
 
 @pytest.fixture

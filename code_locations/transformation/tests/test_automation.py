@@ -16,6 +16,8 @@ DBT_MODELS = {
     dg.AssetKey(["staging", "stg_journal_entries"]),
     dg.AssetKey(["gold", "user_journal_features"]),
     dg.AssetKey(["gold", "game_type_stats"]),
+    dg.AssetKey(["gold", "user_journal_features_history"]),
+    dg.AssetKey(["gold", "game_type_stats_history"]),
 }
 
 

@@ -1,5 +1,6 @@
 {#-
-  One row per game type per day, from the first entry date through the as-of date. Active users
+  One row per game type per day, from the first entry date through the as-of date (the
+  build's date, UTC). Active users
   in a 30-day window are counted from activity spells: a play on day d keeps its player active
   through d + 29, so plays less than 31 days apart form one spell (+1 on its first day, -1 the
   day after it ends). Incremental like user_journal_features.
@@ -11,8 +12,11 @@
         recompute_column='feature_date',
         unique_key=['game_type_id', 'feature_date'],
         on_schema_change='fail',
+        pre_hook="{{ gold_bounds_hook() }}",
         indexes=[
             {'columns': ['game_type_id', 'feature_date'], 'unique': True},
+            {'columns': ['event_timestamp']},
+            {'columns': ['game_type_id', 'event_timestamp']},
             {'columns': ['updated_at']},
         ],
     )
@@ -20,15 +24,14 @@
 
 with bounds as (
     select
-        {{ gold_build_from() }} as build_from,
-        (select min(entry_date) from {{ ref('stg_journal_entries') }}) as first_entry_date,
-        (select max(entry_date) from {{ ref('stg_journal_entries') }}) as as_of_date,
-        (select max(created_at) from {{ ref('stg_journal_entries') }}) as as_of_timestamp
+        bounds.*,
+        (select min(entry_date) from {{ accepted_entries() }} as accepted) as first_entry_date
+    from {{ gold_bounds() }} as bounds
 ),
 
 recent_entries as (
     select entries.*
-    from {{ ref('stg_journal_entries') }} as entries
+    from {{ accepted_entries() }} as entries
     cross join bounds
     where entries.entry_date >= bounds.build_from - 29
 ),

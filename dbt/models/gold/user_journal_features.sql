@@ -1,8 +1,10 @@
 {#-
-  One row per user per day, from the user's first entry through the as-of date (the latest
-  entry date), days without entries included. Incremental: rows from gold_recompute_from on are
-  rebuilt; their 30-day windows read entries from 29 days earlier, and the kept row 30 days
-  earlier carries what is older (the last entry date and the streak).
+  One row per user per day, from the user's first entry through the as-of date (the build's
+  date, UTC), days without entries included: a row for today exists even before today's first
+  entry, so recency grows and the windows drop old entries without new data. Semantics of each
+  column: gold.yml. Incremental: rows from the build's start (incremental_recompute.sql) on are
+  rebuilt; their windows read entries from 29 days earlier, and the kept row 30 days earlier
+  carries what is older (the last entry date and the streak).
 -#}
 {{
     config(
@@ -11,9 +13,12 @@
         recompute_column='feature_date',
         unique_key=['user_id', 'feature_date'],
         on_schema_change='fail',
+        pre_hook="{{ gold_bounds_hook() }}",
         indexes=[
             {'columns': ['user_id', 'feature_date'], 'unique': True},
             {'columns': ['feature_date']},
+            {'columns': ['event_timestamp']},
+            {'columns': ['user_id', 'event_timestamp']},
             {'columns': ['updated_at']},
         ],
     )
@@ -21,20 +26,24 @@
 {%- set game_type_ids = game_type_ids() %}
 
 with bounds as (
-    select
-        {{ gold_build_from() }} as build_from,
-        (select max(entry_date) from {{ ref('stg_journal_entries') }}) as as_of_date,
-        (select max(created_at) from {{ ref('stg_journal_entries') }}) as as_of_timestamp
+    select * from {{ gold_bounds() }} as bounds
+),
+
+entries as (
+    select * from {{ accepted_entries() }} as accepted
 ),
 
 first_entries as (
     select user_id, min(entry_date) as first_entry_date
-    from {{ ref('stg_journal_entries') }}
+    from entries
     group by user_id
 ),
 
 spine as (
-    select first_entries.user_id, day::date as feature_date
+    select
+        first_entries.user_id,
+        day::date as feature_date,
+        greatest(first_entries.first_entry_date, bounds.build_from - 29) as window_start
     from first_entries
     cross join bounds
     cross join lateral generate_series(
@@ -56,23 +65,25 @@ daily as (
         {%- for id in game_type_ids %},
         count(*) filter (where entries.game_type_id = {{ id }}) as game_type_{{ id }}
         {%- endfor %}
-    from {{ ref('stg_journal_entries') }} as entries
+    from entries
     cross join bounds
     where entries.entry_date >= bounds.build_from - 29
     group by entries.user_id, entries.entry_date
 ),
 
 earlier as (
+    {#- the kept row the day before the window: its last entry and the run of days it ends -#}
     {%- if is_incremental() %}
     select
         kept.user_id,
         kept.feature_date - kept.days_since_last_entry as last_entry_date,
-        kept.current_streak_days as streak_days
+        case when kept.days_since_last_entry = 0 then kept.current_streak_days else 0 end
+            as run_days
     from {{ this }} as kept
     cross join bounds
     where kept.feature_date = bounds.build_from - 30
     {%- else %}
-    select null::bigint as user_id, null::date as last_entry_date, null::integer as streak_days
+    select null::bigint as user_id, null::date as last_entry_date, null::integer as run_days
     where false
     {%- endif %}
 ),
@@ -81,6 +92,7 @@ windowed as (
     select
         spine.user_id,
         spine.feature_date,
+        spine.window_start,
         coalesce(daily.entries, 0) as entries_1d,
         sum(coalesce(daily.entries, 0)) over last_7_days as entries_7d,
         sum(coalesce(daily.entries, 0)) over last_30_days as entries_30d,
@@ -88,8 +100,7 @@ windowed as (
         sum(daily.score_sum) over last_30_days as score_sum_30d,
         sum(daily.minutes) over last_30_days as minutes_30d,
         max(case when daily.entries > 0 then spine.feature_date end) over history as last_entry_date,
-        max(case when daily.entries is null then spine.feature_date end) over history as last_idle_date,
-        min(spine.feature_date) over (partition by spine.user_id) as window_start
+        max(case when daily.entries is null then spine.feature_date end) over history as last_idle_date
         {%- for id in game_type_ids %},
         sum(coalesce(daily.game_type_{{ id }}, 0)) over last_30_days as game_type_{{ id }}_30d
         {%- endfor %}
@@ -111,9 +122,33 @@ windowed as (
         )
 ),
 
-favorites as (
+runs as (
+    {#- run_days: consecutive days with an entry ending on this day (0 on a day without) -#}
     select
         windowed.*,
+        coalesce(windowed.last_entry_date, earlier.last_entry_date) as any_last_entry_date,
+        coalesce(earlier.run_days, 0) as carried_run_days,
+        case
+            when windowed.entries_1d = 0 then 0
+            else windowed.feature_date - coalesce(
+                windowed.last_idle_date,
+                windowed.window_start - 1 - coalesce(earlier.run_days, 0)
+            )
+        end as run_days
+    from windowed
+    left join earlier on earlier.user_id = windowed.user_id
+),
+
+favorites as (
+    select
+        runs.*,
+        -- a streak is alive while its last day is today or yesterday
+        case
+            when runs.entries_1d > 0 then runs.run_days
+            else lag(runs.run_days, 1, runs.carried_run_days) over (
+                partition by runs.user_id order by runs.feature_date
+            )
+        end as streak_days,
         {%- if game_type_ids %}
         -- the most played type in the window; ties go to the smallest id (listed first)
         case greatest({% for id in game_type_ids %}game_type_{{ id }}_30d{{ ", " if not loop.last }}{% endfor %})
@@ -125,7 +160,7 @@ favorites as (
         {%- else %}
         null::bigint as favorite_game_type_id
         {%- endif %}
-    from windowed
+    from runs
 )
 
 select
@@ -140,22 +175,11 @@ select
     favorites.score_sum_30d::double precision / nullif(favorites.entries_30d, 0) as avg_score_30d,
     coalesce(favorites.minutes_30d, 0)::bigint as minutes_30d,
     game_types.game_type_name as favorite_game_type,
-    (
-        favorites.feature_date - coalesce(favorites.last_entry_date, earlier.last_entry_date)
-    )::integer as days_since_last_entry,
-    (
-        case
-            when favorites.entries_1d = 0 then 0
-            else favorites.feature_date - coalesce(
-                favorites.last_idle_date,
-                favorites.window_start - 1 - coalesce(earlier.streak_days, 0)
-            )
-        end
-    )::integer as current_streak_days,
+    (favorites.feature_date - favorites.any_last_entry_date)::integer as days_since_last_entry,
+    favorites.streak_days::integer as current_streak_days,
     now() as updated_at
 from favorites
 cross join bounds
-left join earlier on earlier.user_id = favorites.user_id
 left join {{ ref('stg_game_types') }} as game_types
     on game_types.game_type_id = favorites.favorite_game_type_id
 where favorites.feature_date >= bounds.build_from

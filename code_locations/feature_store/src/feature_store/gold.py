@@ -49,6 +49,17 @@ def join_key(view: FeatureView) -> str:
     return keys[0]
 
 
+def feature_columns(view: FeatureView) -> sql.Composable:
+    """The view's features selected from gold, renamed as the source's field_mapping says."""
+    to_column = {feature: column for column, feature in _source(view).field_mapping.items()}
+    return sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(
+            sql.Identifier(to_column.get(f.name, f.name)), sql.Identifier(f.name)
+        )
+        for f in view.features
+    )
+
+
 def oldest_rewritten(
     conn: psycopg.Connection[Any], view: FeatureView, since: datetime
 ) -> datetime | None:
@@ -102,13 +113,12 @@ def latest_rows(
     """
     source = _source(view)
     key = join_key(view)
-    columns = [key, source.timestamp_field, *(f.name for f in view.features)]
     query = sql.SQL(
-        "SELECT DISTINCT ON ({key}) {columns} FROM {table} "
+        "SELECT DISTINCT ON ({key}) {key}, {ts}, {features} FROM {table} "
         "WHERE {key} = ANY(%s) AND {ts} <= %s ORDER BY {key}, {ts} DESC, {written} DESC"
     ).format(
         key=sql.Identifier(key),
-        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        features=feature_columns(view),
         table=table(view),
         ts=sql.Identifier(source.timestamp_field),
         written=sql.Identifier(source.created_timestamp_column),
@@ -124,3 +134,13 @@ def first_entities(conn: psycopg.Connection[Any], view: FeatureView, count: int)
         key=key, table=table(view)
     )
     return [row[0] for row in conn.execute(query, [count])]
+
+
+def present_entities(
+    conn: psycopg.Connection[Any], view: FeatureView, entities: Sequence[int]
+) -> set[int]:
+    """Which of ``entities`` gold still has a row for (the others were deleted upstream)."""
+    query = sql.SQL("SELECT DISTINCT {key} FROM {table} WHERE {key} = ANY(%s)").format(
+        key=sql.Identifier(join_key(view)), table=table(view)
+    )
+    return {row[0] for row in conn.execute(query, [list(entities)])}

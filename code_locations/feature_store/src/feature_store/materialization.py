@@ -5,6 +5,8 @@ misses a gold row dbt rewrote in place (a late journal entry changes yesterday's
 not its event time), so a window here also reaches back to the oldest row dbt rewrote since
 the previous run (``updated_at``). A view that is new, changed by this apply, or asked for in
 full is materialized over all of its history, so no entity keeps an old shape in Redis.
+Entities gone from gold (a deleted user, a user whose entries were all deleted) lose their row
+in Redis after each run: Feast itself never deletes online rows.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import redis
 from feast import FeatureStore, FeatureView
 
-from feature_store import gold
+from feature_store import gold, online_layout
 
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 # dbt stamps updated_at when its transaction starts, which can precede our previous run's end
@@ -32,6 +35,7 @@ class Window:
     end: datetime
     full: bool
     rows: int  # entities written to Redis: the newest gold row of each
+    removed: int = 0  # entities whose row was deleted from Redis: gone from gold
 
 
 def window_start(store: FeatureStore, view: FeatureView, full: bool) -> tuple[datetime, bool]:
@@ -50,6 +54,7 @@ def materialize(
     full_views: Iterable[str] = (),
     end: datetime | None = None,
     log: Callable[[str], None] = lambda message: None,
+    client: redis.Redis | None = None,
 ) -> list[Window]:
     """Materialize each view over its window; Feast records each window in the registry."""
     end = end or datetime.now(UTC)
@@ -71,5 +76,22 @@ def materialize(
             f"{rows} entities to write"
         )
         store.materialize(start, end, feature_views=[view.name])
-        windows.append(Window(view.name, start, end, full, rows))
+        removed = remove_orphans(store, client, view) if client is not None else 0
+        if removed:
+            log(f"{view.name}: removed the rows of {removed} entities gone from gold")
+        windows.append(Window(view.name, start, end, full, rows, removed))
     return windows
+
+
+def remove_orphans(store: FeatureStore, client: redis.Redis, view: FeatureView) -> int:
+    """Delete the Redis rows of ``view`` whose entity has no row in gold any more."""
+    key = gold.join_key(view)
+    served = online_layout.view_entities(client, store.project, view.name, key)
+    if not served:
+        return 0
+    with gold.connect(store) as conn:
+        orphans = sorted(set(served) - gold.present_entities(conn, view, served))
+    online_layout.remove_rows(
+        client, store.project, view.name, key, [f.name for f in view.features], orphans
+    )
+    return len(orphans)

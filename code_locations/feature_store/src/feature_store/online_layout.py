@@ -8,16 +8,19 @@ SDK, so they test what is stored; the benchmark writes them to measure a raw bas
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from feast.infra.key_encoding_utils import deserialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 ENTITY_KEY_SERIALIZATION_VERSION = 3
@@ -27,6 +30,51 @@ def entity_key(project: str, join_key: str, value: int) -> bytes:
     """The Redis key of one entity (an INT64 join key, as all of ours are)."""
     proto = EntityKey(join_keys=[join_key], entity_values=[Value(int64_val=value)])
     return _redis_key(project, proto, ENTITY_KEY_SERIALIZATION_VERSION)
+
+
+def entity_of(key: bytes, project: str) -> tuple[str, int] | None:
+    """The (join key, value) a Redis key stands for; None for a key of another shape."""
+    suffix = project.encode()
+    if not key.endswith(suffix):
+        return None
+    try:
+        proto = deserialize_entity_key(key[: -len(suffix)], ENTITY_KEY_SERIALIZATION_VERSION)
+    except (ValueError, IndexError, struct.error, DecodeError):  # another writer's key
+        return None
+    if len(proto.join_keys) != 1 or proto.entity_values[0].WhichOneof("val") != "int64_val":
+        return None
+    return proto.join_keys[0], proto.entity_values[0].int64_val
+
+
+def view_entities(client: redis.Redis, project: str, view: str, join_key: str) -> list[int]:
+    """Every entity whose Redis hash holds a row of ``view`` (a SCAN, then HEXISTS in batches)."""
+    field = timestamp_field(view)
+    entities = []
+    for keys in project_keys(client, project):
+        candidates = [(key, entity_of(key, project)) for key in keys]
+        candidates = [(k, e) for k, e in candidates if e is not None and e[0] == join_key]
+        with client.pipeline(transaction=False) as pipe:
+            for key, _ in candidates:
+                pipe.hexists(key, field)  # type: ignore[arg-type]  # binary keys and fields
+            present = pipe.execute()
+        entities += [e[1] for (_, e), has in zip(candidates, present, strict=True) if has and e]
+    return entities
+
+
+def remove_rows(
+    client: redis.Redis,
+    project: str,
+    view: str,
+    join_key: str,
+    features: Sequence[str],
+    entities: Sequence[int],
+) -> None:
+    """Delete ``view``'s row of each entity (its fields; Redis drops a hash left empty)."""
+    fields = [timestamp_field(view), *(feature_field(view, name) for name in features)]
+    with client.pipeline(transaction=False) as pipe:
+        for entity in entities:
+            pipe.hdel(entity_key(project, join_key, entity), *fields)  # type: ignore[arg-type]
+        pipe.execute()
 
 
 def feature_field(view: str, feature: str) -> bytes:

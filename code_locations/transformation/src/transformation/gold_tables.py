@@ -1,18 +1,20 @@
-"""The gold tables, and each as one Parquet file streamed in batches (flat memory at any size)."""
+"""The gold tables, each streamed in batches into Parquet parts (flat memory at any size)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
-from data_platform.resources import PostgresResource
 from psycopg import sql
 
 GOLD_TABLES = ("user_journal_features", "game_type_stats")
 BATCH_ROWS = 50_000
+PART_ROWS = 1_000_000  # rows per Parquet object: ranged readers fetch parts independently
 
 # Postgres type names -> Arrow types; the gold contract uses only these
 _ARROW_TYPES = {
@@ -39,27 +41,56 @@ def arrow_schema(conn: psycopg.Connection[Any], schema: str, table: str) -> pa.S
     return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in rows])
 
 
-def write_parquet(postgres: PostgresResource, schema: str, table: str, path: Path) -> int:
-    """Write ``schema.table`` to ``path`` (ordered by its key columns); the number of rows."""
-    with postgres.connect() as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        arrow = arrow_schema(conn, schema, table)
-        names = arrow.names
-        key = [names[0], "feature_date"] if "feature_date" in names else names[:1]
-        query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, names)),
-            sql.Identifier(schema, table),
-            sql.SQL(", ").join(map(sql.Identifier, key)),
-        )
-        rows = 0
-        with (
-            conn.cursor(name=f"export_{table}") as cursor,
-            pq.ParquetWriter(path, arrow, compression="zstd") as writer,
-        ):
-            cursor.itersize = BATCH_ROWS
-            cursor.execute(query)
-            while batch := cursor.fetchmany(BATCH_ROWS):
-                columns = list(zip(*batch, strict=True))
-                writer.write_batch(pa.record_batch(columns, schema=arrow))
-                rows += len(batch)
-        return rows
+def export_query(
+    conn: psycopg.Connection[Any], schema: str, table: str
+) -> tuple[pa.Schema, sql.Composed]:
+    """The table's Arrow schema, and a query of all its rows ordered by its key columns."""
+    arrow = arrow_schema(conn, schema, table)
+    names = arrow.names
+    key = [names[0], "feature_date"] if "feature_date" in names else names[:1]
+    query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, names)),
+        sql.Identifier(schema, table),
+        sql.SQL(", ").join(map(sql.Identifier, key)),
+    )
+    return arrow, query
+
+
+def write_parts(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    open_part: Callable[[int], AbstractContextManager[Path]],
+    part_rows: int = PART_ROWS,
+) -> list[int]:
+    """Stream ``schema.table`` into Parquet parts of at most ``part_rows`` rows each.
+
+    ``open_part(i)`` gives the path part i is written to, and publishes it when its block
+    ends. Runs in the caller's transaction, so several tables can share one snapshot. Returns
+    the rows of each part (at least one part, empty for an empty table).
+    """
+    arrow, query = export_query(conn, schema, table)
+    counts: list[int] = []
+    with conn.cursor(name=f"export_{table}") as cursor:
+        cursor.itersize = BATCH_ROWS
+        cursor.execute(query)
+        batch = cursor.fetchmany(min(BATCH_ROWS, part_rows))
+        while batch or not counts:
+            with (
+                open_part(len(counts)) as path,
+                pq.ParquetWriter(path, arrow, compression="zstd") as writer,
+            ):
+                rows = 0
+                while batch:
+                    writer.write_batch(
+                        pa.record_batch(list(zip(*batch, strict=True)), schema=arrow)
+                    )
+                    rows += len(batch)
+                    if rows >= part_rows:
+                        batch = cursor.fetchmany(min(BATCH_ROWS, part_rows))
+                        break
+                    batch = cursor.fetchmany(min(BATCH_ROWS, part_rows - rows))
+                if not batch and rows == 0:
+                    writer.write_table(arrow.empty_table())
+            counts.append(rows)
+    return counts

@@ -1,5 +1,7 @@
 """Where gold exports go: an S3-compatible bucket or a local folder, published atomically.
 
+Objects are named relative to the URI (``gold/...``); gold_exports decides the names.
+
 A file is written completely to a staging place first, then published in one step: an S3 PUT
 (or multipart complete) of the finished file, or os.replace within the target directory. A
 reader sees the previous object or the new one, never half a file; a failed export leaves the
@@ -35,6 +37,11 @@ class ExportStore(dg.ConfigurableResource):
     aws_access_key_id: str | None = Field(default=None, description="else boto3's chain")
     aws_secret_access_key: str | None = Field(default=None, description="else boto3's chain")
     region_name: str = "us-east-1"
+    retention_hours: float = Field(
+        default=24.0,
+        description="How long a build the manifest no longer names stays readable before it "
+        "is deleted (a reader that fetched an older manifest has that long to finish)",
+    )
 
     @property
     def is_s3(self) -> bool:
@@ -71,8 +78,7 @@ class ExportStore(dg.ConfigurableResource):
                 staged = Path(scratch) / Path(name).name
                 yield staged
                 bucket, _ = self._bucket_and_prefix()
-                key = self.object_uri(name).removeprefix(f"s3://{bucket}/")
-                self.s3_client().upload_file(str(staged), bucket, key)
+                self.s3_client().upload_file(str(staged), bucket, self._key(name))
             return
         target = Path(self.object_uri(name))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -109,9 +115,44 @@ class ExportStore(dg.ConfigurableResource):
             if path.is_file() and not path.name.startswith(".")
         }
 
+    def _key(self, name: str) -> str:
+        bucket, _ = self._bucket_and_prefix()
+        return self.object_uri(name).removeprefix(f"s3://{bucket}/")
+
     def read_bytes(self, name: str) -> bytes:
+        """The object's bytes; FileNotFoundError when there is none."""
         if self.is_s3:
             bucket, _ = self._bucket_and_prefix()
-            key = self.object_uri(name).removeprefix(f"s3://{bucket}/")
-            return self.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+            client = self.s3_client()
+            try:
+                body = client.get_object(Bucket=bucket, Key=self._key(name))["Body"]
+            except client.exceptions.NoSuchKey:
+                raise FileNotFoundError(self.object_uri(name)) from None
+            return body.read()  # type: ignore[no-any-return]
         return Path(self.object_uri(name)).read_bytes()
+
+    def names(self, under: str = "") -> list[str]:
+        """Published objects whose name starts with ``under``, relative to the URI."""
+        root = self.object_uri("")
+        return sorted(
+            uri.removeprefix(root.rstrip("/") + "/")
+            for uri in self.list_objects()
+            if uri.removeprefix(root.rstrip("/") + "/").startswith(under)
+        )
+
+    def delete(self, names: list[str]) -> None:
+        """Remove objects (missing ones are fine)."""
+        if self.is_s3:
+            bucket, _ = self._bucket_and_prefix()
+            client = self.s3_client()
+            for start in range(0, len(names), 1000):  # DeleteObjects takes 1000 keys
+                chunk = [{"Key": self._key(n)} for n in names[start : start + 1000]]
+                client.delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+            return
+        for name in names:
+            path = Path(self.object_uri(name))
+            path.unlink(missing_ok=True)
+            for parent in path.parents:  # drop the build's folder once empty
+                if parent == Path(self.uri) or any(parent.iterdir()):
+                    break
+                parent.rmdir()

@@ -64,7 +64,7 @@ def materialized_row_counts(
 def sample_user_ids(
     count: int = 3, environ: Mapping[str, str] | None = None, store: FeatureStore | None = None
 ) -> list[int]:
-    """The first ``count`` users of gold.user_journal_features (stable across runs)."""
+    """The first ``count`` users of the user feature view's table (stable across runs)."""
     store = store or open_feature_store(environ=environ)
     view = store.get_feature_view(USER_VIEW)
     with gold.connect(store) as conn:

@@ -15,18 +15,21 @@ SERVED_VIEW = "user_journal_features"
 class FreshnessConfig(dg.Config):
     sla_minutes: float = Field(
         default=60.0,
-        description="How old the newest user feature row served from Redis may be.",
+        description="How old the oldest user feature row served from Redis may be.",
     )
     view: str = Field(default=SERVED_VIEW, description="The feature view to measure.")
 
 
 class ConsistencyConfig(dg.Config):
-    sample_size: int = Field(default=100, description="Entities compared per feature view.")
+    sample_size: int = Field(
+        default=100,
+        description="Entities drawn from gold, and as many from Redis, per feature view.",
+    )
 
 
 @dg.asset_check(
     asset=materialize_user_journal_features,
-    description="The newest event time served from Redis is within the freshness SLA.",
+    description="The oldest event time served from Redis is within the freshness SLA.",
 )
 def online_features_fresh(
     config: FreshnessConfig, feast: FeastResource, online_store: RedisResource
@@ -37,6 +40,7 @@ def online_features_fresh(
     lag = result.lag
     metadata: dict[str, Any] = {
         "served_rows": dg.MetadataValue.int(result.served_rows),
+        "oldest_served": str(result.oldest_served),
         "newest_served": str(result.newest_served),
         "sla_minutes": dg.MetadataValue.float(config.sla_minutes),
     }
@@ -54,14 +58,15 @@ def online_features_fresh(
         metadata=metadata,
         description=None
         if passed
-        else f"newest {config.view} row served is {lag_minutes:.0f} min old "
+        else f"oldest {config.view} row served is {lag_minutes:.0f} min old "
         f"(SLA {config.sla_minutes:.0f} min): check that ingestion and dbt ran.",
     )
 
 
 @dg.asset_check(
     asset=materialize_user_journal_features,
-    description="For a random sample of entities, Redis holds the newest gold row's values.",
+    description="For random entities of gold and of Redis, Redis holds the newest gold row's "
+    "values, and no row of an entity gold no longer has.",
 )
 def online_matches_gold(
     config: ConsistencyConfig, feast: FeastResource, online_store: RedisResource

@@ -3,13 +3,15 @@
 import time
 
 import dagster as dg
+from data_platform.resources import RedisResource
 from pydantic import Field
 
 from feature_store.feast_resource import FeastResource
 
 # the transformation location builds these with dbt; lineage crosses locations by key
-USER_JOURNAL_FEATURES = dg.AssetKey(["gold", "user_journal_features"])
-GAME_TYPE_STATS = dg.AssetKey(["gold", "game_type_stats"])
+# (the history tables: each build's versions, what Feast's feature views read)
+USER_JOURNAL_FEATURES = dg.AssetKey(["gold", "user_journal_features_history"])
+GAME_TYPE_STATS = dg.AssetKey(["gold", "game_type_stats_history"])
 
 
 class MaterializeConfig(dg.Config):
@@ -30,7 +32,10 @@ class MaterializeConfig(dg.Config):
     "updated, removed ones deleted) and materializes the gold tables into Redis incrementally.",
 )
 def materialize_user_journal_features(
-    context: dg.AssetExecutionContext, config: MaterializeConfig, feast: FeastResource
+    context: dg.AssetExecutionContext,
+    config: MaterializeConfig,
+    feast: FeastResource,
+    online_store: RedisResource,
 ) -> dg.MaterializeResult:
     from feature_store import materialization, registry_sync
     from feature_store.registry_lock import registry_lock
@@ -44,7 +49,9 @@ def materialize_user_journal_features(
         store.refresh_registry()
         views = [view for view in store.list_feature_views() if view.online]
         full = {v.name for v in views} if config.full_refresh else changes.changed_feature_views()
-        windows = materialization.materialize(store, views, full, log=context.log.info)
+        windows = materialization.materialize(
+            store, views, full, log=context.log.info, client=online_store.client()
+        )
     rows = sum(w.rows for w in windows)
     seconds = time.monotonic() - started
     return dg.MaterializeResult(
@@ -59,6 +66,7 @@ def materialize_user_journal_features(
                         "end": w.end.isoformat(),
                         "full": w.full,
                         "rows": w.rows,
+                        "removed": w.removed,
                     }
                     for w in windows
                 }

@@ -1,17 +1,14 @@
-"""The gold tables as Parquet objects, rewritten after each dbt run that changed them."""
+"""The gold tables as Parquet builds with a manifest, written after each dbt run."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from data_platform.resources import PostgresResource
 
-from transformation.gold_tables import GOLD_TABLES, write_parquet
+from transformation.gold_exports import MANIFEST, build_id, export_build
+from transformation.gold_tables import GOLD_TABLES
 from transformation.object_store import ExportStore
-
-
-def object_name(table: str) -> str:
-    """A fixed name per table, so a rerun overwrites the previous export."""
-    return f"gold/{table}.parquet"
 
 
 @dg.multi_asset(
@@ -21,25 +18,38 @@ def object_name(table: str) -> str:
             deps=[["gold", table]],
             group_name="exports",
             kinds={"parquet", "s3"},
-            description=f"gold.{table} as Parquet: {object_name(table)} under $EXPORT_URI.",
+            description=f"gold.{table} as Parquet: gold/{table}/build=<id>/part-*.parquet "
+            f"under $EXPORT_URI, named by {MANIFEST} (read that first).",
             automation_condition=dg.AutomationCondition.eager(),
         )
         for table in GOLD_TABLES
     ],
     name="gold_parquet_exports",
-    can_subset=True,
+    can_subset=False,  # one build holds both tables, from one snapshot
 )
 def gold_parquet_exports(
     context: dg.AssetExecutionContext, postgres: PostgresResource, export_store: ExportStore
 ) -> Iterator[dg.MaterializeResult]:
-    for key in sorted(context.selected_asset_keys):
-        table = key.path[-1]
-        with export_store.publishing(object_name(table)) as staged:
-            rows = write_parquet(postgres, "gold", table, staged)
-            size = staged.stat().st_size
-        uri = export_store.object_uri(object_name(table))
-        context.log.info(f"gold.{table}: {rows} rows, {size} bytes -> {uri}")
+    """Both tables as one immutable build, then the manifest; expired builds deleted."""
+    build = build_id(datetime.now(UTC), context.run_id)
+    done = export_build(
+        postgres, export_store, build, timedelta(hours=export_store.retention_hours)
+    )
+    context.log.info(
+        f"export build {build}: "
+        + ", ".join(f"gold.{t} {done.rows(t)} rows" for t in GOLD_TABLES)
+        + f"; {len(done.expired)} expired objects deleted"
+    )
+    manifest_uri = export_store.object_uri(MANIFEST)
+    for table in GOLD_TABLES:
+        objects = done.manifest["tables"][table]["objects"]
         yield dg.MaterializeResult(
-            asset_key=key,
-            metadata={"uri": dg.MetadataValue.path(uri), "rows": rows, "bytes": size},
+            asset_key=dg.AssetKey(["exports", table]),
+            metadata={
+                "manifest": dg.MetadataValue.path(manifest_uri),
+                "build": build,
+                "objects": dg.MetadataValue.json([export_store.object_uri(o) for o in objects]),
+                "rows": done.rows(table),
+                "expired_objects": len(done.expired),
+            },
         )

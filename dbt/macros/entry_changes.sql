@@ -1,0 +1,62 @@
+{#-
+  journal_entry_changes: one row per entry each build of stg_journal_entries merged or deleted,
+  with the date it left (from_date) and the date it has now (to_date, null once deleted). The
+  gold models recompute from the earliest date logged since their last build; a row with no
+  entry (a rebuilt staging table) means everything. Hooks of stg_journal_entries write it in
+  the model's own transaction, so a logged change and the change itself commit together.
+-#}
+{% macro create_entry_changes() -%}
+    create table if not exists {{ this.schema }}.journal_entry_changes (
+        entry_id bigint,
+        from_date date,
+        to_date date,
+        logged_at timestamptz not null
+    );
+    create index if not exists journal_entry_changes_logged_at
+        on {{ this.schema }}.journal_entry_changes (logged_at);
+    -- the game types each gold model last built with (gold_bounds_hook): created here, once,
+    -- since the gold models run in parallel and CREATE ... IF NOT EXISTS can collide
+    create table if not exists {{ this.schema }}.game_type_digests (
+        model text primary key,
+        digest text not null
+    );
+{%- endmacro %}
+
+
+{#- raw.deletions (tombstones the ingestion applied), or none before the ingestion made it. -#}
+{% macro deletions_relation() -%}
+    {{ return(load_relation(source('raw', 'deletions'))) }}
+{%- endmacro %}
+
+
+{% macro log_entry_changes() -%}
+    {%- set changes = this.schema ~ '.journal_entry_changes' -%}
+    {%- if is_incremental() %}
+    -- every row this merge wrote carries the transaction's now() as _loaded_at
+    insert into {{ changes }} (entry_id, from_date, to_date, logged_at)
+    select entry_id, previous_entry_date, entry_date, now()
+    from {{ this }}
+    where _loaded_at = now();
+    {%- set deletions = deletions_relation() %}
+    {%- if deletions is not none %}
+    with gone as (
+        delete from {{ this }} as entries
+        where (
+            entries.entry_id in (
+                select id from {{ deletions }} where entity = 'journal_entries'
+            )
+            and not exists (
+                select 1 from {{ source('raw', 'journal_entries') }} as still
+                where still.id = entries.entry_id
+            )
+        )
+            or entries.user_id in (select id from {{ deletions }} where entity = 'users')
+        returning entries.entry_id, entries.entry_date
+    )
+    insert into {{ changes }} (entry_id, from_date, to_date, logged_at)
+    select entry_id, entry_date, null, now() from gone;
+    {%- endif %}
+    {%- else %}
+    insert into {{ changes }} (entry_id, from_date, to_date, logged_at) values (null, null, null, now());
+    {%- endif %}
+{%- endmacro %}
