@@ -41,11 +41,11 @@ class Raw:
     """raw.* written as the ingestion writes it (upserts stamped now, tombstones applied)."""
 
     def __init__(self, warehouse: PostgresResource) -> None:
-        from ingestion.raw_tables import ensure_tables
+        from ingestion.raw_tables import migrate
 
         self.warehouse = warehouse
         with warehouse.connect() as conn:
-            ensure_tables(conn)
+            migrate(conn)
             conn.execute(DELETIONS_DDL)
             for game in GAMES:
                 conn.execute(

@@ -59,10 +59,10 @@ CREATE TABLE IF NOT EXISTS raw.deletions (
 @pytest.fixture
 def raw_tables(dbt_warehouse: PostgresResource) -> PostgresResource:
     """Empty raw tables created by the ingestion's own DDL, raw.deletions included."""
-    from ingestion.raw_tables import ensure_tables
+    from ingestion.raw_tables import migrate
 
     with dbt_warehouse.connect() as conn:
-        ensure_tables(conn)
+        migrate(conn)
         conn.execute(DELETIONS_DDL)
     return dbt_warehouse
 
