@@ -222,7 +222,10 @@ def test_run_launcher_coordinator_monitoring_and_retries() -> None:
     assert coordinator["type"] == "QueuedRunCoordinator" and coordinator["enabled"]
     assert coordinator["config"]["queuedRunCoordinator"]["maxConcurrentRuns"] > 0
     assert coordinator["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
-    assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
+    monitoring = system["additionalInstanceConfig"]["run_monitoring"]
+    assert not daemon["runMonitoring"]["enabled"], "one run_monitoring key in dagster.yaml"
+    assert monitoring["enabled"] and monitoring["max_runtime_seconds"] > 0
+    assert daemon["runRetries"]["enabled"]
     assert daemon["runRetries"]["maxRetries"] > 0
     stores_np = stores_values()["networkPolicy"]["dagster"]
     assert stores_np["webserverPort"] == system["dagsterWebserver"]["service"]["port"]

@@ -24,13 +24,14 @@ REDIS_HOST = "REDIS_HOST"
 REDIS_PORT = "REDIS_PORT"
 REDIS_PASSWORD = "REDIS_PASSWORD"
 JOURNAL_API_URL = "JOURNAL_API_URL"
+JOURNAL_API_TOKEN = "JOURNAL_API_TOKEN"  # optional: the upstream's bearer token, when it wants one
 EXPORT_URI = "EXPORT_URI"  # transformation: s3://bucket/prefix or a folder for the gold exports
 EXPORT_S3_ENDPOINT_URL = "EXPORT_S3_ENDPOINT_URL"  # optional: an S3-compatible endpoint
 
 # The only optional variables: the code has a default when they are unset. Every other variable
 # a location reads is required, and its releases (dev and production, code server and run pod)
 # must set it (tests/kubernetes/test_k8s_environment_contract.py).
-OPTIONAL_VARIABLES = frozenset({FEAST_REPO_PATH, EXPORT_S3_ENDPOINT_URL})
+OPTIONAL_VARIABLES = frozenset({FEAST_REPO_PATH, EXPORT_S3_ENDPOINT_URL, JOURNAL_API_TOKEN})
 
 SECRET_VARIABLES = (POSTGRES_PASSWORD, REDIS_PASSWORD)
 

@@ -130,17 +130,28 @@ class Release:
         return deep_merge(merge_values_files(self.values_files), self.set_values)
 
 
-def image_overrides(images: Mapping[str, str] | None, repository: str) -> dict[str, str]:
+def image_overrides(
+    images: Mapping[str, str] | None, repository: str, *, chart: str = "official"
+) -> dict[str, str]:
     """`images` maps an image repository (data-platform/ingestion) to the reference it was built
-    as (registry/data-platform/ingestion:tag); returns {repository, tag} for the values."""
+    as (registry/data-platform/ingestion:tag@sha256:...); returns the image values, tag always a
+    string. The digest is kept: pods pull IfNotPresent, so a reused tag would run stale code.
+    Our chart takes it as `digest`; the official charts print `repository:tag`, so there the
+    digest rides in the tag (`tag@sha256:...`, a valid reference)."""
     if not images or repository not in images:
         return {}
-    reference = images[repository].partition("@")[0]  # the tag is immutable; drop the digest
+    reference, _, digest = images[repository].partition("@")
     slash = reference.rfind("/")
     colon = reference.rfind(":")
-    if colon > slash:
-        return {"repository": reference[:colon], "tag": reference[colon + 1 :]}
-    return {"repository": reference}
+    if colon <= slash:
+        raise ValueError(f"image {images[repository]!r} has no tag: deploy tagged images")
+    values = {"repository": reference[:colon], "tag": str(reference[colon + 1 :])}
+    if digest:
+        if chart == "stores":
+            values["digest"] = digest
+        else:
+            values["tag"] = f"{values['tag']}@{digest}"
+    return values
 
 
 def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[Release]:
@@ -149,8 +160,8 @@ def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[
     if env not in ENVIRONMENTS:
         raise ValueError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
     stores_set: dict[str, Any] = {}
-    feature_image = image_overrides(images, "data-platform/feature-store")
-    upstream_image = image_overrides(images, DEV_UPSTREAM_IMAGE)
+    feature_image = image_overrides(images, "data-platform/feature-store", chart="stores")
+    upstream_image = image_overrides(images, DEV_UPSTREAM_IMAGE, chart="stores")
     if feature_image:
         stores_set["featureServer"] = {"image": feature_image}
     if upstream_image and env == "dev":
