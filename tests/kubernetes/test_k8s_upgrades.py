@@ -94,11 +94,12 @@ def test_version_bump_scales_down_then_migrates_then_upgrades(
     calls = run_deploy(monkeypatch, tmp_path, deployed_version="1.13.26")
     webserver, daemon, job = rendered_system_names()
     scale = position(calls, "scale", webserver, daemon, "--replicas=0")
-    apply = position(calls, "apply")
+    namespace = position(calls, "apply", str(pr.NAMESPACE_MANIFEST))
+    (apply,) = [i for i, c in enumerate(calls) if "apply" in c and c[-1].endswith("migrate.yaml")]
     wait = position(calls, "wait", "--for=condition=complete", f"job/{job}")
     upgrade = position(calls, "upgrade", pr.SYSTEM_RELEASE, pr.SYSTEM_CHART)
     stores = position(calls, "upgrade", pr.STORES_RELEASE)
-    assert stores < scale < apply < wait < upgrade
+    assert namespace < stores < scale < apply < wait < upgrade
     # the pods are gone before the migration starts, for both Deployments
     gone = [i for i, c in enumerate(calls) if "--for=delete" in c]
     assert len(gone) == 2 and all(scale < i < apply for i in gone)
@@ -116,6 +117,8 @@ def test_same_version_deploy_does_not_stop_the_ui(
 ) -> None:
     for deployed in (pr.DAGSTER_CHART_VERSION, None):
         calls = run_deploy(monkeypatch, tmp_path, deployed_version=deployed)
+        assert calls[0] == ["kubectl", "apply", "-f", str(pr.NAMESPACE_MANIFEST)]
+        calls = calls[1:]
         assert all(call[0] == "helm" and call[1] == "upgrade" for call in calls), calls
         assert len(calls) == len(pr.releases("production"))
 
@@ -132,7 +135,9 @@ def test_every_upgrade_is_atomic_and_deploys_images_by_digest(
 
     monkeypatch.setattr(deploy, "helm_upgrade_command", capture)
     calls = run_deploy(monkeypatch, tmp_path, deployed_version=None)
-    for call in calls:
+    upgrades = [call for call in calls if call[:2] == ["helm", "upgrade"]]
+    assert len(upgrades) == len(pr.releases("production"))
+    for call in upgrades:
         assert "--atomic" in call, call
     for location in pr.locations():
         values = values_seen[location.deployment]

@@ -194,7 +194,12 @@ def deploy_plan(
     """Every step of `make deploy`, in order. `deployed_versions`: release -> the chart version
     installed now (None: not installed). The system release at another version is migrated
     before its upgrade."""
-    steps: list[Step] = []
+    steps: list[Step] = [
+        Step(
+            "the namespace, labelled for Pod Security Admission `restricted`",
+            (kubectl, "apply", "-f", str(pr.NAMESPACE_MANIFEST)),
+        )
+    ]
     for release in releases:
         values_path = values_paths[release.name]
         deployed = deployed_versions.get(release.name)
