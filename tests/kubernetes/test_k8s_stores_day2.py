@@ -4,16 +4,14 @@ and the documented way to grow a volume names the objects the chart renders."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
 import k8s_cache
 import psycopg
 import pytest
+from chart_scripts import run_chart_script
 from data_platform_dev.releases import core as pr
-from data_platform_dev.stack.postgres import postgres_bin_dir
 
 
 def stores(env: str) -> tuple[pr.Manifest, ...]:
@@ -107,25 +105,15 @@ def test_roles_hook_runs_after_every_install_and_upgrade_and_reaches_postgres(en
 
 def run_roles_script(script: str, tmp_path: Path, url: str, new_password: str) -> str:
     """10-roles.sh exactly as rendered, with the Secrets as files, against `url`'s server."""
-    parts = urlparse(url)
     secrets = tmp_path / "secrets"
     (secrets / "admin").mkdir(parents=True)
     (secrets / "platform").mkdir(parents=True)
-    (secrets / "admin" / "postgres-password").write_text(parts.password or "")
+    (secrets / "admin" / "postgres-password").write_text(urlparse(url).password or "")
     (secrets / "platform" / "POSTGRES_PASSWORD").write_text(new_password)
-    path = tmp_path / "10-roles.sh"
-    path.write_text(script)
-    environment = {
-        "PATH": f"{postgres_bin_dir()}:{os.environ['PATH']}",
-        "PGHOST": parts.hostname or "127.0.0.1",
-        "PGPORT": str(parts.port or 5432),
-        "POSTGRES_USER": parts.username or "postgres",
-        "PLATFORM_SECRETS_DIR": str(secrets),
-    }
-    completed = subprocess.run(
-        ["bash", str(path)], env=environment, capture_output=True, text=True, check=False
+    # no PGPASSWORD: the script reads the superuser's password from its Secret, as in the Job
+    completed = run_chart_script(
+        script, tmp_path, url, PGPASSWORD="", PLATFORM_SECRETS_DIR=str(secrets)
     )
-    assert completed.returncode == 0, completed.stderr
     assert new_password not in completed.stdout + completed.stderr
     return completed.stdout
 

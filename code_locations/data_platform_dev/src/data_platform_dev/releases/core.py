@@ -67,6 +67,7 @@ SECRET_KEYS: dict[str, tuple[str, ...]] = {
     "postgresAdmin": ("postgres-password",),
     "exportS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
     "computeLogsS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    "backupS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
 }
 
 Manifest = dict[str, Any]
