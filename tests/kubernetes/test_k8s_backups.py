@@ -31,7 +31,10 @@ ROLE = f"backup_app_{SUFFIX}"
 
 def rendered(env: str = "production") -> list[pr.Manifest]:
     release = next(r for r in pr.releases(env) if r.name == pr.STORES_RELEASE)
-    return pr.render(release, {"postgres": {"databases": DATABASES, "user": ROLE}})
+    # single-role mode: with team roles the restored objects go back to the teams through the
+    # roles hook, which test_k8s_team_roles.py runs over objects of another owner
+    postgres = {"databases": DATABASES, "user": ROLE, "teamRoles": {"enabled": False}}
+    return pr.render(release, {"postgres": postgres})
 
 
 def configmap(objects: list[pr.Manifest], name: str) -> dict[str, str]:

@@ -204,7 +204,7 @@ def test_system_release_points_at_our_postgres() -> None:
         f"{stores['postgres']['name']}.{pr.NAMESPACE}.svc",
     )
     assert postgresql["service"]["port"] == stores["postgres"]["port"]
-    assert postgresql["postgresqlUsername"] == stores["postgres"]["user"]
+    assert postgresql["postgresqlUsername"] == stores["postgres"]["teamRoles"]["instance"]["role"]
     assert postgresql["postgresqlDatabase"] == stores["postgres"]["databases"]["dagster"]
     assert (postgresql["image"]["repository"], postgresql["image"]["tag"]) == (
         stores["images"]["postgres"]["repository"],

@@ -79,11 +79,20 @@ def test_production_renders_no_secret_and_development_generates_all_of_them() ->
             assert len(base64.b64decode(secret["data"][key])) >= 32, f"{role}/{key} is weak"
 
 
-def test_dagster_and_the_code_locations_get_the_same_postgres_password() -> None:
+def test_every_postgres_role_has_its_own_generated_password() -> None:
+    """Team roles: the instance and each location have their own password, none the owner's."""
     secrets = {o["metadata"]["name"]: o["data"] for o in stores("dev") if o["kind"] == "Secret"}
+    passwords = [
+        secrets["data-platform-credentials"]["POSTGRES_PASSWORD"],
+        secrets["dagster-postgresql-secret"]["postgresql-password"],
+        secrets["data-platform-ingestion-credentials"]["POSTGRES_PASSWORD"],
+        secrets["data-platform-transformation-credentials"]["POSTGRES_PASSWORD"],
+        secrets["data-platform-feature-store-credentials"]["POSTGRES_PASSWORD"],
+    ]
+    assert len(set(passwords)) == len(passwords)
     assert (
-        secrets["dagster-postgresql-secret"]["postgresql-password"]
-        == secrets["data-platform-credentials"]["POSTGRES_PASSWORD"]
+        secrets["data-platform-feature-store-credentials"]["REDIS_PASSWORD"]
+        == secrets["data-platform-credentials"]["REDIS_PASSWORD"]
     )
 
 

@@ -1,4 +1,4 @@
-"""Least privilege per team, in Postgres: the chart's 30-team-roles.sh (rendered with
+"""Least privilege per team, in Postgres: the chart's team-roles.sh (rendered with
 postgres.teamRoles.enabled) run against a real server after the rendered initdb scripts, over
 objects a single-role install left behind. Then each team's role does its own work and is
 refused another team's: ingestion writes raw only, transformation reads raw and writes staging
@@ -34,20 +34,19 @@ PASSWORDS = {team: secrets.token_hex(10) for team in TEAMS}
 
 def scripts() -> dict[str, str]:
     release = next(r for r in pr.releases("production") if r.name == pr.STORES_RELEASE)
-    team_roles = {"enabled": True} | {
-        team: {"role": role, "existingSecret": f"s-{team.lower()}", "key": "k"}
-        for team, role in TEAMS.items()
-    }
+    team_roles = {"enabled": True} | {team: {"role": role} for team, role in TEAMS.items()}
     objects = pr.render(
         release,
         {"postgres": {"databases": DATABASES, "user": OWNER, "teamRoles": team_roles}},
     )
-    (configmap,) = [
-        o
-        for o in objects
-        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "postgres-initdb"
-    ]
-    return dict(configmap["data"])
+    data: dict[str, str] = {}
+    for obj in objects:
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] in (
+            "postgres-initdb",
+            "postgres-team-roles",
+        ):
+            data.update(obj["data"])
+    return data
 
 
 def url_for(base: str, database: str, user: str | None = None, password: str = "") -> str:
@@ -99,7 +98,7 @@ def installed(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
             conn.execute("CREATE TABLE raw.users (id bigserial PRIMARY KEY, name text)")
             conn.execute("INSERT INTO raw.users (name) VALUES ('before')")
         for _ in range(2):  # idempotent: every upgrade runs it again
-            run_chart_script(data["30-team-roles.sh"], tmp_path, admin_url, **env)
+            run_chart_script(data["team-roles.sh"], tmp_path, admin_url, **env)
         yield postgres_url
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
@@ -177,14 +176,29 @@ def test_no_team_writes_another_teams_schema(installed: str) -> None:
     assert allowed == []
 
 
-def test_team_roles_are_off_until_the_releases_use_them() -> None:
-    """Opt-in: the releases still connect as postgres.user (see the values' comment)."""
-    values = pr.load_yaml(pr.STORES_CHART_DIR / "values.yaml")
-    assert values["postgres"]["teamRoles"]["enabled"] is False
-    objects = pr.render(next(r for r in pr.releases("production") if r.name == "stores"))
-    (configmap,) = [
-        o
-        for o in objects
-        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "postgres-initdb"
-    ]
-    assert "30-team-roles.sh" not in configmap["data"]
+def test_every_release_connects_as_its_teams_role_with_only_its_own_secret() -> None:
+    """The roles the hook creates are the ones the releases use, and no pod of a location (code
+    server or run) receives another team's Postgres password."""
+    stores = pr.deep_merge(
+        pr.load_yaml(pr.STORES_CHART_DIR / "values.yaml"),
+        pr.load_yaml(pr.STORES_CHART_DIR / "values-production.yaml"),
+    )
+    team_roles = stores["postgres"]["teamRoles"]
+    assert team_roles["enabled"] is True
+    system = pr.load_yaml(pr.SYSTEM_VALUES_DIR / "values.yaml")
+    assert system["postgresql"]["postgresqlUsername"] == team_roles["instance"]["role"]
+    assert system["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"] == []
+    teams = {"ingestion": "ingestion", "transformation": "transformation"}
+    teams["feature_store"] = "featureStore"
+    credentials = {
+        stores["secrets"][team_roles[t]["secret"]]["existingSecret"] for t in teams.values()
+    }
+    credentials.add(stores["secrets"]["credentials"]["existingSecret"])
+    for location in pr.locations():
+        deployment = pr.load_yaml(pr.location_values_path(location.package))["deployments"][0]
+        team = team_roles[teams[location.name]]
+        env = {e["name"]: e.get("value") for e in deployment["env"]}
+        assert env["POSTGRES_USER"] == team["role"], location.name
+        own = stores["secrets"][team["secret"]]["existingSecret"]
+        names = {s["name"] for s in deployment["envSecrets"]}
+        assert names & credentials == {own}, f"{location.name} gets {names & credentials}"

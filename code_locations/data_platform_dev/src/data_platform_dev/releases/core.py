@@ -68,6 +68,10 @@ SECRET_KEYS: dict[str, tuple[str, ...]] = {
     "exportS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
     "computeLogsS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
     "backupS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    # one per code location (its team's Postgres role); the feature store also reads Redis
+    "ingestionCredentials": ("POSTGRES_PASSWORD",),
+    "transformationCredentials": ("POSTGRES_PASSWORD",),
+    "featureStoreCredentials": ("POSTGRES_PASSWORD", "REDIS_PASSWORD"),
 }
 
 Manifest = dict[str, Any]
