@@ -204,7 +204,7 @@ def test_system_release_points_at_our_postgres() -> None:
         f"{stores['postgres']['name']}.{pr.NAMESPACE}.svc",
     )
     assert postgresql["service"]["port"] == stores["postgres"]["port"]
-    assert postgresql["postgresqlUsername"] == stores["postgres"]["user"]
+    assert postgresql["postgresqlUsername"] == stores["postgres"]["teamRoles"]["instance"]["role"]
     assert postgresql["postgresqlDatabase"] == stores["postgres"]["databases"]["dagster"]
     assert (postgresql["image"]["repository"], postgresql["image"]["tag"]) == (
         stores["images"]["postgres"]["repository"],
@@ -222,7 +222,10 @@ def test_run_launcher_coordinator_monitoring_and_retries() -> None:
     assert coordinator["type"] == "QueuedRunCoordinator" and coordinator["enabled"]
     assert coordinator["config"]["queuedRunCoordinator"]["maxConcurrentRuns"] > 0
     assert coordinator["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
-    assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
+    monitoring = system["additionalInstanceConfig"]["run_monitoring"]
+    assert not daemon["runMonitoring"]["enabled"], "one run_monitoring key in dagster.yaml"
+    assert monitoring["enabled"] and monitoring["max_runtime_seconds"] > 0
+    assert daemon["runRetries"]["enabled"]
     assert daemon["runRetries"]["maxRetries"] > 0
     stores_np = stores_values()["networkPolicy"]["dagster"]
     assert stores_np["webserverPort"] == system["dagsterWebserver"]["service"]["port"]

@@ -42,7 +42,7 @@ def test_run_job_is_valid_and_carries_the_location_settings(location: Any) -> No
 
     assert container["image"] == f"{location.image}:{values['image']['tag']}"
     secrets = {s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s}
-    assert secrets == {s["name"] for s in values["envSecrets"]} | {"data-platform-credentials"}
+    assert secrets == {s["name"] for s in values["envSecrets"]}, "only the location's own Secrets"
     configmaps = {s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s}
     assert "data-platform-env" in configmaps
     password = next(e for e in container["env"] if e["name"] == "DAGSTER_PG_PASSWORD")

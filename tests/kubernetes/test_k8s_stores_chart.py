@@ -79,11 +79,20 @@ def test_production_renders_no_secret_and_development_generates_all_of_them() ->
             assert len(base64.b64decode(secret["data"][key])) >= 32, f"{role}/{key} is weak"
 
 
-def test_dagster_and_the_code_locations_get_the_same_postgres_password() -> None:
+def test_every_postgres_role_has_its_own_generated_password() -> None:
+    """Team roles: the instance and each location have their own password, none the owner's."""
     secrets = {o["metadata"]["name"]: o["data"] for o in stores("dev") if o["kind"] == "Secret"}
+    passwords = [
+        secrets["data-platform-credentials"]["POSTGRES_PASSWORD"],
+        secrets["dagster-postgresql-secret"]["postgresql-password"],
+        secrets["data-platform-ingestion-credentials"]["POSTGRES_PASSWORD"],
+        secrets["data-platform-transformation-credentials"]["POSTGRES_PASSWORD"],
+        secrets["data-platform-feature-store-credentials"]["POSTGRES_PASSWORD"],
+    ]
+    assert len(set(passwords)) == len(passwords)
     assert (
-        secrets["dagster-postgresql-secret"]["postgresql-password"]
-        == secrets["data-platform-credentials"]["POSTGRES_PASSWORD"]
+        secrets["data-platform-feature-store-credentials"]["REDIS_PASSWORD"]
+        == secrets["data-platform-credentials"]["REDIS_PASSWORD"]
     )
 
 
@@ -96,11 +105,12 @@ def test_values_schema_refuses_unknown_keys_such_as_a_plaintext_password() -> No
 
 
 def test_postgres_initialisation_creates_the_three_databases_owned_by_platform() -> None:
-    script = by_kind_name(stores("production"), "ConfigMap", "postgres-initdb")["data"][
-        "10-platform.sh"
-    ]
-    assert "ARRAY['dagster', 'warehouse', 'feast_registry']" in script
-    assert "CREATE DATABASE %I OWNER %I" in script and "CREATE ROLE %I LOGIN" in script
+    scripts = by_kind_name(stores("production"), "ConfigMap", "postgres-initdb")["data"]
+    # the entrypoint runs them in name order: the role before the databases it owns
+    assert sorted(scripts) == ["10-roles.sh", "20-databases.sh"]
+    assert "ARRAY['dagster', 'warehouse', 'feast_registry']" in scripts["20-databases.sh"]
+    assert "CREATE DATABASE %I OWNER %I" in scripts["20-databases.sh"]
+    assert "CREATE ROLE %I LOGIN" in scripts["10-roles.sh"]
     statefulset = by_kind_name(stores("production"), "StatefulSet", "postgres")
     mounts = {
         m["mountPath"]
@@ -220,10 +230,3 @@ def test_notes_warn_against_exposing_the_feature_server() -> None:
         ]
     assert "NEVER expose this Service through an Ingress" in notes
     assert "dagster-postgresql-secret  key postgresql-password" in notes
-
-
-def test_every_stateful_store_has_a_disruption_budget() -> None:
-    budgets = {
-        o["metadata"]["name"] for o in stores("production") if o["kind"] == "PodDisruptionBudget"
-    }
-    assert {"postgres", "redis", "feast-feature-server"} <= budgets

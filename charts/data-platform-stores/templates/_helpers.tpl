@@ -63,3 +63,11 @@ one, so `helm upgrade` never rotates a password under a running database; else a
 {{- randAlphaNum 32 -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Registry credentials of every pod of this chart (values: imagePullSecrets). */}}
+{{- define "stores.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

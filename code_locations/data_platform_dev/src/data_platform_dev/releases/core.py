@@ -66,6 +66,12 @@ SECRET_KEYS: dict[str, tuple[str, ...]] = {
     "dagsterPostgres": ("postgresql-password",),
     "postgresAdmin": ("postgres-password",),
     "exportS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    "computeLogsS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    "backupS3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    # one per code location (its team's Postgres role); the feature store also reads Redis
+    "ingestionCredentials": ("POSTGRES_PASSWORD",),
+    "transformationCredentials": ("POSTGRES_PASSWORD",),
+    "featureStoreCredentials": ("POSTGRES_PASSWORD", "REDIS_PASSWORD"),
 }
 
 Manifest = dict[str, Any]
@@ -130,17 +136,28 @@ class Release:
         return deep_merge(merge_values_files(self.values_files), self.set_values)
 
 
-def image_overrides(images: Mapping[str, str] | None, repository: str) -> dict[str, str]:
+def image_overrides(
+    images: Mapping[str, str] | None, repository: str, *, chart: str = "official"
+) -> dict[str, str]:
     """`images` maps an image repository (data-platform/ingestion) to the reference it was built
-    as (registry/data-platform/ingestion:tag); returns {repository, tag} for the values."""
+    as (registry/data-platform/ingestion:tag@sha256:...); returns the image values, tag always a
+    string. The digest is kept: pods pull IfNotPresent, so a reused tag would run stale code.
+    Our chart takes it as `digest`; the official charts print `repository:tag`, so there the
+    digest rides in the tag (`tag@sha256:...`, a valid reference)."""
     if not images or repository not in images:
         return {}
-    reference = images[repository].partition("@")[0]  # the tag is immutable; drop the digest
+    reference, _, digest = images[repository].partition("@")
     slash = reference.rfind("/")
     colon = reference.rfind(":")
-    if colon > slash:
-        return {"repository": reference[:colon], "tag": reference[colon + 1 :]}
-    return {"repository": reference}
+    if colon <= slash:
+        raise ValueError(f"image {images[repository]!r} has no tag: deploy tagged images")
+    values = {"repository": reference[:colon], "tag": str(reference[colon + 1 :])}
+    if digest:
+        if chart == "stores":
+            values["digest"] = digest
+        else:
+            values["tag"] = f"{values['tag']}@{digest}"
+    return values
 
 
 def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[Release]:
@@ -149,8 +166,8 @@ def releases(env: str = "dev", images: Mapping[str, str] | None = None) -> list[
     if env not in ENVIRONMENTS:
         raise ValueError(f"unknown environment {env!r}; expected one of {ENVIRONMENTS}")
     stores_set: dict[str, Any] = {}
-    feature_image = image_overrides(images, "data-platform/feature-store")
-    upstream_image = image_overrides(images, DEV_UPSTREAM_IMAGE)
+    feature_image = image_overrides(images, "data-platform/feature-store", chart="stores")
+    upstream_image = image_overrides(images, DEV_UPSTREAM_IMAGE, chart="stores")
     if feature_image:
         stores_set["featureServer"] = {"image": feature_image}
     if upstream_image and env == "dev":
@@ -632,6 +649,34 @@ def _effective(
     return pod_security.get(key)
 
 
+def _security_problems(
+    where: str,
+    pod_security: Mapping[str, Any],
+    security: Mapping[str, Any],
+    seccomp_types: tuple[str, ...],
+) -> list[str]:
+    """A container's security context (over its pod's): non-root, no escalation, no privilege,
+    capabilities dropped (NET_BIND_SERVICE the only one added back), a seccomp profile."""
+    problems = []
+    if _effective(pod_security, security, "runAsNonRoot") is not True:
+        problems.append(f"{where}: runAsNonRoot is not true")
+    if _effective(pod_security, security, "runAsUser") == 0:
+        problems.append(f"{where}: runs as uid 0")
+    if security.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{where}: allowPrivilegeEscalation is not false")
+    if security.get("privileged"):
+        problems.append(f"{where}: privileged")
+    capabilities = security.get("capabilities") or {}
+    if "ALL" not in (capabilities.get("drop") or []):
+        problems.append(f"{where}: capabilities do not drop ALL")
+    if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+        problems.append(f"{where}: adds capabilities {capabilities['add']}")
+    seccomp = _effective(pod_security, security, "seccompProfile") or {}
+    if seccomp.get("type") not in seccomp_types:
+        problems.append(f"{where}: seccompProfile {seccomp.get('type')!r} not in {seccomp_types}")
+    return problems
+
+
 def workload_violations(obj: Mapping[str, Any], *, read_only_root: bool = True) -> list[str]:
     """Probes, requests and limits, non-root, no :latest, no secret values inline."""
     template = pod_template(obj)
@@ -657,19 +702,7 @@ def workload_violations(obj: Mapping[str, Any], *, read_only_root: bool = True) 
                         f"{where}: no {resource} {kind[:-1] if kind == 'limits' else 'request'}"
                     )
         security = container.get("securityContext") or {}
-        if _effective(pod_security, security, "runAsNonRoot") is not True:
-            problems.append(f"{where}: runAsNonRoot is not true")
-        if _effective(pod_security, security, "runAsUser") == 0:
-            problems.append(f"{where}: runs as uid 0")
-        if security.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{where}: allowPrivilegeEscalation is not false")
-        if security.get("privileged"):
-            problems.append(f"{where}: privileged")
-        if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):
-            problems.append(f"{where}: capabilities do not drop ALL")
-        seccomp = _effective(pod_security, security, "seccompProfile") or {}
-        if seccomp.get("type") != "RuntimeDefault":
-            problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+        problems += _security_problems(where, pod_security, security, ("RuntimeDefault",))
         if read_only_root and security.get("readOnlyRootFilesystem") is not True:
             problems.append(f"{where}: root filesystem is writable")
         if section == "containers" and obj.get("kind") in LONG_RUNNING_KINDS:
@@ -778,18 +811,104 @@ def ingress_peers(
     return peers if isolated else None
 
 
-def admitted(peers: list[dict[str, Any]] | None, client_labels: Mapping[str, str]) -> bool:
-    """Whether a pod of the same namespace with `client_labels` may connect."""
+def admitted(
+    peers: list[dict[str, Any]] | None,
+    client_labels: Mapping[str, str],
+    namespace: str = NAMESPACE,
+) -> bool:
+    """Whether a pod with `client_labels` in `namespace` (default: the platform's own) may
+    connect. A namespace is matched by its `kubernetes.io/metadata.name` label, which
+    Kubernetes sets on every namespace."""
     if peers is None:
         return True
+    namespace_labels = {"kubernetes.io/metadata.name": namespace}
     for peer in peers:
         if "anywhere" in peer or "ipBlock" in peer:
             return True
-        if "namespaceSelector" in peer and "podSelector" not in peer:
-            return True
+        if "namespaceSelector" in peer:
+            if not selector_matches(peer["namespaceSelector"], namespace_labels):
+                continue
+        elif namespace != NAMESPACE:
+            continue  # a bare podSelector admits pods of the policy's own namespace only
         if selector_matches(peer.get("podSelector") or {}, client_labels):
             return True
     return False
+
+
+# --------------------------------------------------------------------------------------------
+# Pod Security Admission: the `restricted` profile
+# (https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted)
+
+NAMESPACE_MANIFEST = REPO_ROOT / "charts" / "namespace.yaml"
+RESTRICTED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+
+
+def restricted_violations(obj: Mapping[str, Any]) -> list[str]:
+    """What Pod Security Admission would refuse in a namespace enforcing `restricted` (baseline
+    checks included), for one workload's pod template."""
+    template = pod_template(obj)
+    if template is None:
+        return []
+    metadata, pod = template
+    name = describe(obj)
+    problems = [f"{name}: {key}" for key in ("hostNetwork", "hostPID", "hostIPC") if pod.get(key)]
+    for volume in pod.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            problems.append(f"{name}: volume {volume['name']} of type {sorted(kinds)}")
+    pod_security = pod.get("securityContext") or {}
+    for sysctl in pod_security.get("sysctls") or []:
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            problems.append(f"{name}: unsafe sysctl {sysctl.get('name')}")
+    annotations = metadata.get("annotations") or {}
+    for key, value in annotations.items():
+        if key.startswith("container.apparmor.security.beta.kubernetes.io/") and not (
+            value == "runtime/default" or value.startswith("localhost/")
+        ):
+            problems.append(f"{name}: AppArmor profile {value}")
+    for section in ("initContainers", "containers", "ephemeralContainers"):
+        for container in pod.get(section) or []:
+            where = f"{name} {section[:-1]} {container.get('name')}"
+            security = container.get("securityContext") or {}
+            problems += _security_problems(
+                where, pod_security, security, ("RuntimeDefault", "Localhost")
+            )
+            if security.get("procMount", "Default") != "Default":
+                problems.append(f"{where}: procMount {security['procMount']}")
+            if (security.get("seLinuxOptions") or {}).get("type") not in (
+                None,
+                "",
+                "container_t",
+                "container_init_t",
+                "container_kvm_t",
+                "container_engine_t",
+            ):
+                problems.append(f"{where}: SELinux type {security['seLinuxOptions']['type']}")
+            for port in container.get("ports") or []:
+                if port.get("hostPort"):
+                    problems.append(f"{where}: hostPort {port['hostPort']}")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------

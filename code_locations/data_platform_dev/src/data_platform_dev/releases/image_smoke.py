@@ -26,6 +26,7 @@ from typing import Any
 
 from data_platform_dev.releases import core as pr
 from data_platform_dev.releases.images_local import Store, local_reference, log
+from data_platform_dev.stack.postgres import SUPERUSER
 
 POD_DAGSTER_HOME = "/opt/dagster/dagster_home"
 HEALTH_TIMEOUT = 240.0
@@ -60,6 +61,15 @@ def rendered_environment(
     return configmaps, secrets_by_name
 
 
+def as_local_superuser(environment: dict[str, str]) -> dict[str, str]:
+    """The release's own Postgres role (postgres.teamRoles) becomes the local server's superuser
+    (whose password rendered_environment put in every Secret): this run checks the image and
+    its wiring; the team grants are checked by tests/kubernetes/test_k8s_team_roles.py."""
+    if "POSTGRES_USER" in environment:
+        environment["POSTGRES_USER"] = SUPERUSER
+    return environment
+
+
 def dev_release(name: str) -> pr.Release:
     return next(r for r in pr.releases("dev") if r.name == name)
 
@@ -69,6 +79,7 @@ def system_objects(servers: Any) -> list[pr.Manifest]:
     extra = {
         "postgresql": {
             "postgresqlHost": "127.0.0.1",
+            "postgresqlUsername": SUPERUSER,  # see as_local_superuser
             "service": {"port": servers.postgres.port},
         }
     }
@@ -262,7 +273,7 @@ def start_code_server(
     pod_spec, spec = container_of(deployment)
     port = free_port()
     argv = with_port([*(spec.get("command") or []), *(spec.get("args") or [])], port)
-    environment = pr.container_environment(spec, configmaps, secrets_by_name)
+    environment = as_local_superuser(pr.container_environment(spec, configmaps, secrets_by_name))
     if "DAGSTER_CLI_API_GRPC_PORT" in environment:  # dagsterApiGrpcArgs releases set the port here
         environment["DAGSTER_CLI_API_GRPC_PORT"] = str(port)
     flags = [
@@ -350,7 +361,9 @@ def run_in_image(
     )
     pod_spec, spec = container_of(job)
     all_configmaps = {**configmaps, **pr.config_data(system)[0]}
-    environment = pr.container_environment(spec, all_configmaps, secrets_by_name)
+    environment = as_local_superuser(
+        pr.container_environment(spec, all_configmaps, secrets_by_name)
+    )
     flags = [
         "--env-file",
         str(env_file(environment, scratch, "run")),
