@@ -222,6 +222,16 @@ def read_cursor(conn: psycopg.Connection[Any], endpoint: str) -> datetime | None
     return None if row is None else row[0]
 
 
+def read_cursors(conn: psycopg.Connection[Any]) -> dict[str, datetime]:
+    """Every endpoint's cursor; none before the first load created the table."""
+    row = conn.execute("SELECT to_regclass('raw.ingestion_cursors')").fetchone()
+    if row is None or row[0] is None:
+        return {}
+    return dict(
+        conn.execute(sql.SQL("SELECT endpoint, updated_since FROM {}").format(CURSORS)).fetchall()
+    )
+
+
 def _move_cursor(
     cursor: psycopg.Cursor[Any], endpoint: str, newest: datetime | None, fetched: int
 ) -> None:
