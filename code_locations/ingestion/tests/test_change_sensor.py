@@ -61,6 +61,16 @@ def test_no_second_run_while_one_is_in_flight(start_journal_api, warehouse, clie
         assert running.run_id in (skipped.skip_message or "")
 
 
+def test_a_recent_failure_holds_the_next_launch_back(start_journal_api, warehouse, client_for):
+    api = start_journal_api(users=5, entries=20)  # never loaded: changes waiting
+    with dg.instance_for_test() as instance:
+        failed = instance.create_run_for_job(stand_in, status=dg.DagsterRunStatus.FAILURE)
+        skipped = evaluate(instance, warehouse, client_for(api))
+        assert isinstance(skipped, dg.SkipReason)
+        assert f"run {failed.run_id}" in (skipped.skip_message or "")
+        assert "failed less than" in (skipped.skip_message or "")
+
+
 def test_an_unreachable_upstream_skips_the_tick_naming_it(warehouse, client_for):
     from data_platform_dev.stack.processes import free_port
     from ingestion.journal_api import JournalApiResource

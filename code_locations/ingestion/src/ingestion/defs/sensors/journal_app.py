@@ -39,7 +39,7 @@ def _blocking_run(instance: dg.DagsterInstance) -> str | None:
         return f"run {in_flight[0].run_id} of {JOB} is {in_flight[0].status.value}"
     latest = instance.get_run_records(dg.RunsFilter(job_name=JOB), limit=1)
     if latest and latest[0].dagster_run.status == dg.DagsterRunStatus.FAILURE:
-        ended = latest[0].end_time or 0.0
+        ended = latest[0].end_time or latest[0].update_timestamp.timestamp()
         if time.time() - ended < FAILURE_BACKOFF_SECONDS:
             return (
                 f"run {latest[0].dagster_run.run_id} of {JOB} failed less than "
