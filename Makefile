@@ -16,7 +16,7 @@ export UV
 RUN := $(UV) run --frozen
 STATE_DIR ?= .platform
 
-.PHONY: help install dev demo stop test test-fast check-defs snapshot lint format bench-ingest bench-transform \
+.PHONY: help install dev demo stop test test-fast check-defs snapshot lint format bench-ingest bench-freshness bench-load bench-transform \
 	bench-features dbt-manifest render chart-deps kind-up kind-down kind-e2e deploy images \
 	images-local
 
@@ -62,7 +62,13 @@ format: install ## Apply ruff's fixes and formatting
 	$(RUN) ruff format .
 
 bench-ingest: install ## Ingest 1,000,000 journal entries; rows/s and the ratio to plain COPY
-	$(RUN) python -m tests.benchmarks.bench_ingest
+	$(RUN) python -m tests.benchmarks.bench_ingest $(ARGS)
+
+bench-freshness: install ## Local stack on free ports; random upstream writes for 4 min; seconds until each is online (p50/p95/max)
+	$(RUN) python -m tests.benchmarks.bench_freshness $(ARGS)
+
+bench-load: install ## Seconds until each code server answers, and from a run's launch to its first step, per location
+	$(RUN) python -m tests.benchmarks.bench_load $(ARGS)
 
 # --- Kubernetes: images, charts, kind ------------------------------------------------------
 render: install ## Render every release to build/manifests/<release>.yaml (RENDER_ENV=production for production values); says which chart version rendered

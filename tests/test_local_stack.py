@@ -30,6 +30,7 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 from data_platform.locations import INGESTION, LOCATIONS
 from data_platform_dev.journal_api.process import JournalApiProcess
+from data_platform_dev.stack.bench import stack_environment
 from data_platform_dev.stack.processes import (
     ManagedProcess,
     ProcessRecord,
@@ -50,24 +51,6 @@ WORKSPACE = """
     name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
 } } } }
 """
-
-
-def stack_environment(state: Path) -> dict[str, str]:
-    """Every port of the stack on a free one, the state in ``state``."""
-    variables = [
-        "PLATFORM_POSTGRES_PORT",
-        "PLATFORM_REDIS_PORT",
-        "PLATFORM_JOURNAL_API_PORT",
-        "PLATFORM_WEBSERVER_PORT",
-        "PLATFORM_FEATURE_SERVER_PORT",
-        *[loc.port_variable for loc in LOCATIONS],
-    ]
-    # as from a terminal: under `make test` a nested make would otherwise print
-    # "make[1]: Leaving directory" after the demo's JSON line
-    inherited = {
-        k: v for k, v in os.environ.items() if k not in {"MAKELEVEL", "MAKEFLAGS", "MFLAGS"}
-    }
-    return {**inherited, **{v: str(free_port()) for v in variables}, "STATE_DIR": str(state)}
 
 
 @contextlib.contextmanager

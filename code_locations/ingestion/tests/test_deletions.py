@@ -2,7 +2,7 @@
 
 import psycopg
 from ingestion.loads import ingest_endpoint
-from ingestion.raw_tables import Timeouts, merge_records, stage
+from ingestion.raw_tables import Timeouts, append_and_stage, merge_records, stage
 from ingestion.records import JournalEntry
 
 
@@ -99,3 +99,22 @@ def test_tombstones_of_rows_never_loaded_are_recorded(start_journal_api, warehou
     assert rows(warehouse, "SELECT entity, id, user_id FROM raw.deletions") == [
         ("journal_entries", 101, None)
     ]
+
+
+def test_a_new_id_deleted_before_it_loaded_is_never_appended(
+    start_journal_api, ingest, warehouse, client_for
+):
+    """Ids above raw's max go straight into raw, unless raw.deletions holds them."""
+    api = start_journal_api(users=5, entries=100)
+    assert ingest(api).success
+    api.advance(new_entries=2)  # entries 101 and 102
+    stale_pages = list(client_for(api).fetch(JournalEntry))  # read now: 101 is still there
+    api.delete("journal_entries", 101)
+    assert ingest(api, selection=["deletions"]).success  # 101's tombstone, above raw's max id
+
+    with warehouse.connect(autocommit=True) as conn, conn.transaction():
+        staged = append_and_stage(conn, JournalEntry, stale_pages, Timeouts())
+        merged = merge_records(conn, JournalEntry, staged, Timeouts())
+    assert staged.appended == 1  # 102; 101 went through staging, where its deletion is seen
+    assert merged.inserted == 1 and merged.updated == 0
+    assert rows(warehouse, "SELECT id FROM raw.journal_entries WHERE id > 100") == [(102,)]

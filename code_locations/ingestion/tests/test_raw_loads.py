@@ -77,6 +77,7 @@ def test_incremental_run_loads_new_and_changed_rows(
         if e.asset_key.path[-1] == "journal_entries"
     )
     assert entries["inserted"].value == 25
+    assert entries["appended"].value == 25  # new ids straight into raw; only changes staged
     assert entries["updated"].value == len(changed)
     assert raw_counts() == {"raw.users": 32, "raw.game_types": 12, "raw.journal_entries": 1_025}
     assert warehouse_entries(warehouse) == after

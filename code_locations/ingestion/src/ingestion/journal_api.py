@@ -13,7 +13,7 @@ import queue
 import random
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -52,6 +52,16 @@ class _Retryable(Exception):
 
 class _Cursor(msgspec.Struct):
     next_cursor: str | None = None
+
+
+class _Probe(msgspec.Struct):
+    data: list[msgspec.Raw]
+
+
+def _headers() -> dict[str, str]:
+    """The bearer token, read when a request starts (never at import, never logged)."""
+    token = os.environ.get(TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -141,10 +151,8 @@ class JournalApiResource(dg.ConfigurableResource):
         params: dict[str, Any] = {"limit": self.page_size}
         if updated_since is not None:
             params["updated_since"] = updated_since.isoformat()
-        token = os.environ.get(TOKEN_ENV)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         seen: set[str] = set()
-        with httpx.Client(timeout=self.timeout_seconds, headers=headers) as client:
+        with httpx.Client(timeout=self.timeout_seconds, headers=_headers()) as client:
             for page in range(1, self.max_pages + 1):
                 body = self._get(client, url, params, on_retry)
                 yield body
@@ -168,6 +176,25 @@ class JournalApiResource(dg.ConfigurableResource):
                 f"{params.get('cursor')!r}); more than can exist: the upstream's cursors loop. "
                 "Nothing from this batch was written."
             )
+
+    def changed_after(self, endpoint: str, after: datetime | None, timeout: float = 5.0) -> bool:
+        """Has ``endpoint`` a row stamped after ``after``? One request for at most one row
+        (``updated_since`` is inclusive, so the probe starts a microsecond later), no retry:
+        a sensor asks again at its next tick."""
+        params: dict[str, Any] = {"limit": 1}
+        if after is not None:
+            params["updated_since"] = (after + timedelta(microseconds=1)).isoformat()
+        url = f"{self.base_url.rstrip('/')}/api/v1/{endpoint}"
+        try:
+            response = httpx.get(url, params=params, headers=_headers(), timeout=timeout)
+        except httpx.TransportError as error:
+            raise UpstreamUnavailableError(f"GET {url}: {type(error).__name__}: {error}") from error
+        if response.status_code >= 400:
+            raise UpstreamError(f"GET {response.url} failed with HTTP {response.status_code}")
+        try:
+            return bool(msgspec.json.decode(response.content, type=_Probe).data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            raise MalformedPageError(f"/api/v1/{endpoint}", 1, str(error)) from error
 
     def fetch(
         self,

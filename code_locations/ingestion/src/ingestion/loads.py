@@ -22,7 +22,9 @@ from data_platform.resources import PostgresResource
 from ingestion.journal_api import JournalApiResource
 from ingestion.raw_tables import (
     MergeResult,
+    Staged,
     Timeouts,
+    append_and_stage,
     drop_staging,
     merge_records,
     merge_tombstones,
@@ -47,6 +49,8 @@ class LoadResult:
     updated_since: datetime | None  # where this load started reading (cursor - look-back)
     cursor: datetime | None  # the cursor after the merge
     merge: MergeResult
+
+    appended: int = 0  # of the inserted rows, those COPYed straight into raw (new ids)
 
     @property
     def unchanged(self) -> int:
@@ -78,18 +82,35 @@ def ingest_endpoint(
             on_retry=log,
             on_rejected=rejected.extend if rejected is not None else None,
         )
-        staged = stage(conn, record_type, pages, rejected)
+        staged: Staged | None = None
         try:
-            if not staged.rows and not staged.rejected:
-                merged = MergeResult()  # nothing new: no lock taken, the cursor stays
-            elif record_type is Tombstone:
-                merged = merge_tombstones(conn, staged, options.timeouts)
+            if record_type is Tombstone or rejected is not None:
+                staged = stage(conn, record_type, pages, rejected)
+                merged = _merge(conn, record_type, staged, options)
             else:
-                merged = merge_records(conn, record_type, staged, options.timeouts)  # type: ignore[arg-type]
+                with conn.transaction():  # the appended rows commit with the merge, or never
+                    staged = append_and_stage(conn, record_type, pages, options.timeouts)  # type: ignore[arg-type]
+                    merged = _merge(conn, record_type, staged, options)
         finally:
-            drop_staging(conn, staged)
+            if staged is not None:
+                drop_staging(conn, staged)
         after = read_cursor(conn, record_type.endpoint)
-    return LoadResult(staged.rows, len(staged.rejected), since, after, merged)
+    return LoadResult(
+        staged.fetched, len(staged.rejected), since, after, merged, appended=staged.appended
+    )
+
+
+def _merge(
+    conn: Any,
+    record_type: type[Record] | type[Tombstone],
+    staged: Staged,
+    options: LoadOptions,
+) -> MergeResult:
+    if not staged.fetched and not staged.rejected:
+        return MergeResult()  # nothing new: no lock taken, the cursor stays
+    if record_type is Tombstone:
+        return merge_tombstones(conn, staged, options.timeouts)
+    return merge_records(conn, record_type, staged, options.timeouts)  # type: ignore[arg-type]
 
 
 def describe(result: LoadResult) -> dict[str, Any]:
@@ -98,6 +119,7 @@ def describe(result: LoadResult) -> dict[str, Any]:
     return {
         "fetched": result.fetched,
         "inserted": merge.inserted,
+        "appended": result.appended,
         "updated": merge.updated,
         "rejected": result.rejected,
         "updated_since": str(result.updated_since),

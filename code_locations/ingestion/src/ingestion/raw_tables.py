@@ -1,12 +1,15 @@
-"""Loads into Postgres schema raw: stage without locks, then a short merge that moves the cursor.
+"""Loads into Postgres schema raw: new ids straight into raw, changes through a short merge.
 
-A load has two phases. Fetch and validate: every page is COPYed into a session-private
-temporary table while it downloads; nothing on raw is locked while the HTTP reads and their
-retries take their time (minutes, at worst). Merge: one short transaction locks the raw
-table against other writers only (readers never wait: SHARE ROW EXCLUSIVE does not conflict
-with SELECT), upserts the newest version of each row, and moves the cursor forward, with
-lock_timeout and statement_timeout set. A failure or a kill anywhere leaves raw and its
-cursor exactly as they were, and the next run re-reads what this one did not merge.
+A load is one transaction. Fetch and validate: rows whose ids lie above raw's max id are
+COPYed straight into raw as the pages download, under the ROW EXCLUSIVE lock COPY takes
+(SELECT never waits for it); every other row (a change, a re-read, an id raw.deletions
+holds) is COPYed into a session-private temporary table. Merge: a short step locks raw
+against other writers only (SHARE ROW EXCLUSIVE does not conflict with SELECT either),
+upserts the staged rows and moves the cursor, with lock_timeout and statement_timeout set.
+Writers of one endpoint are serialized by an advisory lock (see ``append_and_stage``). Nothing
+is visible before the commit: a failure or a kill anywhere leaves raw and its cursor exactly
+as they were, and the next run re-reads what this one did not commit. Tombstones and loads
+with quarantine on stage every row (``stage``), outside the transaction.
 
 Rows are identified by (id, updated_at): a version already in raw (re-read by the cursor's
 look-back window) changes nothing, an older version never overwrites a newer one, and a
@@ -16,12 +19,13 @@ version not newer than the row's deletion (raw.deletions) never brings the row b
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -222,6 +226,16 @@ def read_cursor(conn: psycopg.Connection[Any], endpoint: str) -> datetime | None
     return None if row is None else row[0]
 
 
+def read_cursors(conn: psycopg.Connection[Any]) -> dict[str, datetime]:
+    """Every endpoint's cursor; none before the first load created the table."""
+    row = conn.execute("SELECT to_regclass('raw.ingestion_cursors')").fetchone()
+    if row is None or row[0] is None:
+        return {}
+    return dict(
+        conn.execute(sql.SQL("SELECT endpoint, updated_since FROM {}").format(CURSORS)).fetchall()
+    )
+
+
 def _move_cursor(
     cursor: psycopg.Cursor[Any], endpoint: str, newest: datetime | None, fetched: int
 ) -> None:
@@ -245,10 +259,16 @@ def _move_cursor(
 @dataclass
 class Staged:
     table: sql.Identifier
-    rows: int
+    rows: int  # rows in the staging table
     duplicates: bool  # some id came twice (it changed while we paged through)
     newest: datetime | None
     rejected: list[Rejected]
+    appended: int = 0  # rows COPYed straight into raw (ids above its max), not staged
+    appended_after_id: int | None = None  # raw's max id before them
+
+    @property
+    def fetched(self) -> int:
+        return self.rows + self.appended
 
 
 def stage(
@@ -264,18 +284,8 @@ def stage(
     the record and field, or, with ``rejected`` (quarantine), is set aside with its error.
     """
     name: str = record_type.table  # type: ignore[attr-defined]
-    table = sql.Identifier(f"staging_{name}")
+    table = _create_staging(conn, record_type)
     names = [column for column, _ in columns(record_type)]
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(table))
-    conn.execute(
-        sql.SQL("CREATE TEMPORARY TABLE {} ({})").format(
-            table,
-            sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
-                for c, t in columns(record_type)
-            ),
-        )
-    )
     as_text = CopyText(record_type)
     tombstones = name == "deletions"
     seen: set[int] = set()
@@ -311,12 +321,203 @@ def stage(
                 before = len(seen)
                 seen.update(ids)
                 duplicates = duplicates or len(seen) - before != len(ids)
-    newest_column = "deleted_at" if tombstones else "updated_at"
-    (newest,) = conn.execute(
-        sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(newest_column), table)
-    ).fetchone() or (None,)
+    newest = _newest(conn, table, "deleted_at" if tombstones else "updated_at")
     conn.execute(sql.SQL("ANALYZE {}").format(table))  # temporary tables get no autovacuum
     return Staged(table, rows, duplicates or tombstones, newest, rejected or [])
+
+
+def _create_staging(
+    conn: psycopg.Connection[Any], record_type: type[msgspec.Struct]
+) -> sql.Identifier:
+    table = sql.Identifier(f"staging_{record_type.table}")  # type: ignore[attr-defined]
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(table))
+    conn.execute(
+        sql.SQL("CREATE TEMPORARY TABLE {} ({})").format(
+            table,
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
+                for c, t in columns(record_type)
+            ),
+        )
+    )
+    return table
+
+
+def _newest(conn: psycopg.Connection[Any], table: sql.Identifier, column: str) -> datetime | None:
+    (newest,) = conn.execute(
+        sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), table)
+    ).fetchone() or (None,)
+    return newest  # type: ignore[no-any-return]
+
+
+# --- append and stage: new ids straight into raw, the rest through staging -----------------
+
+STAGE_BATCH_ROWS = 50_000  # rows for staging are COPYed in batches, between runs of new ids
+
+
+def append_and_stage(
+    conn: psycopg.Connection[Any],
+    record_type: type[Record],
+    pages: Iterable[list[Any]],
+    timeouts: Timeouts,
+) -> Staged:
+    """Inside the caller's transaction: COPY rows with ids above raw's max straight into raw,
+    and only the others (changed rows, ids raw has or had) into the staging table.
+
+    Why: staging every row and then INSERT ... SELECT writes each new row twice; on a first
+    load or an append-mostly upstream that is nearly all of them, and the load ran at half of
+    COPY's speed. Why it keeps the guarantees: the COPY into raw takes only ROW EXCLUSIVE,
+    which no reader's ACCESS SHARE waits for; nothing is visible until the caller's
+    transaction commits with the merge and the cursor (a failure or a kill leaves raw as it
+    was); writers of one endpoint are serialized by a transaction-scoped advisory lock, taken
+    without waiting: a second load at the same time stages every row and merges after this
+    one commits, as before. The ROW EXCLUSIVE lock is taken only when the first row arrives,
+    after any merge in progress, so raw's max id cannot move underneath; ids raw.deletions
+    holds above it (created and deleted upstream between two loads) go through staging, where
+    the merge keeps deleted versions out.
+    """
+    endpoint = record_type.endpoint
+    target = _table(record_type)
+    table = _create_staging(conn, record_type)
+    names = [column for column, _ in columns(record_type)]
+    as_text = CopyText(record_type)
+    (owner,) = conn.execute(
+        "SELECT pg_try_advisory_xact_lock(hashtext(%s))", [f"raw-load:{endpoint}"]
+    ).fetchone() or (False,)
+    state = _Routing(owner=bool(owner))
+
+    def lock_raw() -> None:
+        """Wait for any merge of raw to end, then note its max id and deleted ids above it."""
+        conn.execute(f"SET LOCAL lock_timeout = '{int(timeouts.lock_seconds * 1000)}ms'")
+        try:
+            conn.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(target))
+        except psycopg.errors.LockNotAvailable as error:
+            raise MergeLockTimeoutError(
+                f"could not lock {table_name(record_type)} within {timeouts.lock_seconds:g} s: "
+                "another load's merge (or a migration) held it. Nothing was written."
+            ) from error
+        conn.execute("RESET lock_timeout")
+        (state.max_id,) = conn.execute(
+            sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(target)
+        ).fetchone() or (0,)
+        state.deleted = {
+            row_id
+            for (row_id,) in conn.execute(
+                sql.SQL("SELECT id FROM {} WHERE entity = %s AND id > %s").format(DELETIONS),
+                [endpoint, state.max_id],
+            )
+        }
+
+    last_appended: list[str] = []  # updated_at of each appended batch's last row
+    with conn.cursor() as cursor:
+        for direct, group in itertools.groupby(state.route(pages, lock_raw), key=lambda r: r[0]):
+            copied: list[int] = []
+            with (
+                _rejections_named(record_type, copied),
+                copy_into(cursor, target if direct else table, names, queued=True) as copy,
+            ):
+                for _, records, ids in group:
+                    copy.write(as_text(records))
+                    copied += ids
+                    if direct:
+                        last_appended.append(records[-1].updated_at)
+            if direct:
+                state.appended += len(copied)
+            else:
+                state.staged += len(copied)
+    stamps = [_newest(conn, table, "updated_at")] if state.staged else []
+    if last_appended:
+        stamps.append(_newest_appended(conn, last_appended))
+    newest = max((s for s in stamps if s is not None), default=None)
+    if state.staged:
+        conn.execute(sql.SQL("ANALYZE {}").format(table))  # temporary tables get no autovacuum
+    return Staged(
+        table,
+        state.staged,
+        state.duplicates,
+        newest,
+        [],
+        appended=state.appended,
+        appended_after_id=state.max_id if state.appended else None,
+    )
+
+
+def _newest_appended(conn: psycopg.Connection[Any], last: list[str]) -> datetime | None:
+    """The newest updated_at of the appended rows, from each batch's last row: pages come in
+    (updated_at, id) order, so that is the newest unless the upstream broke its order, and
+    then a lower cursor only re-reads rows (idempotently). Postgres reads the stamps as the
+    COPY did; the rows themselves are not scanned."""
+    (newest,) = conn.execute(
+        "SELECT max(s::timestamptz) FROM unnest(%s::text[]) AS s", [last]
+    ).fetchone() or (None,)
+    return newest  # type: ignore[no-any-return]
+
+
+@dataclass
+class _Routing:
+    """Which rows of a fetch go straight into raw: ids above its max, first seen, not deleted."""
+
+    owner: bool  # this load holds the endpoint's advisory lock: it may append
+    max_id: int | None = None  # raw's max id, once raw is locked
+    deleted: set[int] = field(default_factory=set)
+    seen: set[int] = field(default_factory=set)
+    unindexed: list[list[int]] = field(default_factory=list)  # seen, not yet in ``seen``
+    seen_max: int | None = None
+    page_min: int = 0
+    duplicates: bool = False
+    appended: int = 0
+    staged: int = 0
+
+    def route(
+        self, pages: Iterable[list[Any]], lock_raw: Callable[[], None]
+    ) -> Iterator[tuple[bool, list[Any], list[int]]]:
+        """(True, records, ids) to append, (False, records, ids) to stage; staged rows are
+        gathered into batches, so runs of appended pages share one COPY."""
+        waiting: list[Any] = []
+        for records in pages:
+            if not records:
+                continue
+            ids = [r.id for r in records]
+            if not self._first_time(ids):  # an id came twice (it changed while we paged)
+                self.duplicates = True
+                waiting += records  # the whole page through staging: the merge takes the newest
+            elif not self.owner:
+                yield False, records, ids
+                continue
+            else:
+                if self.max_id is None:
+                    lock_raw()
+                above = self.max_id or 0
+                if self.page_min > above and (not self.deleted or self.deleted.isdisjoint(ids)):
+                    yield True, records, ids  # the common page: every row new, once
+                    continue
+                new = [r for r in records if r.id > above and r.id not in self.deleted]
+                if new:
+                    yield True, new, [r.id for r in new]
+                waiting += [r for r in records if r.id <= above or r.id in self.deleted]
+            if len(waiting) >= STAGE_BATCH_ROWS:
+                yield False, waiting, [r.id for r in waiting]
+                waiting = []
+        if waiting:
+            yield False, waiting, [r.id for r in waiting]
+
+    def _first_time(self, ids: list[int]) -> bool:
+        """Note ``ids`` as seen; False if one of them came before. A page whose ids all lie
+        above every earlier id (each page of a first load) is checked on its own, so a
+        million ids never go through one big set."""
+        self.page_min, top = min(ids), max(ids)
+        if self.seen_max is not None and self.page_min <= self.seen_max:
+            for earlier in self.unindexed:
+                self.seen.update(earlier)
+            self.unindexed.clear()
+            before = len(self.seen)
+            self.seen.update(ids)
+            unique = len(self.seen) - before == len(ids)
+        else:
+            unique = len(set(ids)) == len(ids)
+            self.unindexed.append(ids)
+        self.seen_max = top if self.seen_max is None else max(self.seen_max, top)
+        return unique
 
 
 def _copy_one_by_one(
@@ -470,18 +671,20 @@ def merge_records(
         arriving=arriving,
     )
     with _merge_transaction(conn, [target], timeouts) as timer, conn.cursor() as cursor:
-        inserted = updated = 0
+        inserted, updated = staged.appended, 0
         if staged.rows:
             cursor.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(target))
             params = {"entity": record_type.endpoint, "max_id": (cursor.fetchone() or (0,))[0]}
             cursor.execute(upsert, params)
-            inserted, updated = cursor.fetchone() or (0, 0)
+            upserted, updated = cursor.fetchone() or (0, 0)
+            inserted += upserted
             cursor.execute(append, params)
             inserted += cursor.rowcount
+        if staged.fetched:
             _resolve_rejections(cursor, record_type, staged)
         if staged.rejected:
             _quarantine(cursor, record_type, staged.rejected)
-        _move_cursor(cursor, record_type.endpoint, staged.newest, staged.rows)
+        _move_cursor(cursor, record_type.endpoint, staged.newest, staged.fetched)
         waited, held = timer()
     return MergeResult(inserted, updated, waited, held)
 
@@ -489,12 +692,16 @@ def merge_records(
 def _resolve_rejections(
     cursor: psycopg.Cursor[Any], record_type: type[Record], staged: Staged
 ) -> None:
-    """A quarantined record that now arrived valid leaves the quarantine."""
+    """A quarantined record that now arrived valid (staged, or appended) leaves the quarantine."""
     rejected = _rejected(record_type)
     cursor.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(rejected))
     if (cursor.fetchone() or (False,))[0]:
         cursor.execute(
-            sql.SQL("DELETE FROM {} WHERE id IN (SELECT id FROM {})").format(rejected, staged.table)
+            sql.SQL(
+                "DELETE FROM {} WHERE id IN (SELECT id FROM {}) "
+                "OR id IN (SELECT id FROM {} WHERE id > %s)"
+            ).format(rejected, staged.table, _table(record_type)),
+            [staged.appended_after_id if staged.appended else None],
         )
 
 

@@ -40,8 +40,17 @@ def instance_config(
                 "max_concurrent_runs": 4,
                 "max_user_code_failure_retries": 3,
                 "user_code_failure_retry_delay": 10,
+                # a queued run waits at most a second for the daemon (default 5 s), and the
+                # three locations' runs are launched side by side, not one after another
+                "dequeue_interval_seconds": 1,
+                "dequeue_use_threads": True,
+                "dequeue_num_workers": 3,
             },
         },
+        # sensors and automation of the three locations evaluated side by side: a slow tick
+        # of one (dbt's automation) never delays the ingestion sensor's
+        "sensors": {"use_threads": True, "num_workers": 4},
+        "auto_materialize": {"use_threads": True, "num_workers": 3},
         "run_launcher": {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"},
         "run_monitoring": {"enabled": True, "poll_interval_seconds": 15},
         "run_retries": {"enabled": True, "max_retries": 0},

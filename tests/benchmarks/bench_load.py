@@ -1,0 +1,169 @@
+"""Benchmark: how fast a code location loads, and how fast a launched run starts its first step.
+
+Not a test: it prints figures. It starts the local stack (every port a free one, state in a
+temporary directory) and waits until automation is quiet. Then, per location:
+
+- load: a second code server of the location, started the way the stack starts one
+  (``dagster code-server start``), on a free port; the seconds until it lists its
+  repositories (stack/cli.py's ``_location_loaded``). The median of ``--repeats`` starts,
+  one at a time. For comparison, ``dagster api grpc`` (one process, what the Helm chart's
+  user deployments run) and a bare ``import`` of the definitions module are timed too.
+- first step: one job launched through the webserver's GraphQL API (launchRun), with the
+  seconds from the launch to its first STEP_START event, split into the phases of the run's
+  events (queued until the daemon dequeues it, launch, run worker start-up, first step). A
+  step that later fails still counts as started. The next launch waits for quiet.
+
+The last line is JSON with ``load_s`` and ``first_step_s``, each keyed by location.
+
+    python -m tests.benchmarks.bench_load [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from dagster import DagsterEventType, DagsterInstance
+from dagster_graphql import DagsterGraphQLClient
+from data_platform.locations import CodeLocation
+from data_platform_dev.stack.bench import (
+    phases,
+    run_events,
+    running_stack,
+    stack_arguments,
+    timestamped,
+    wait_for_quiet,
+)
+from data_platform_dev.stack.cli import Stack, _bin, _location_loaded
+from data_platform_dev.stack.processes import ManagedProcess, free_port, raise_if_stop_requested
+
+JOBS = {
+    "ingestion": "ingest_journal_app_job",
+    "transformation": "rebuild_gold_job",
+    "feature_store": "materialize_online_features_job",
+}
+FINISHED = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE}
+
+
+def time_until_loaded(stack: Stack, location: CodeLocation, argv: list[str]) -> float:
+    """Seconds from spawning ``argv`` until the server lists the location's repositories."""
+    port = free_port()
+    argv = [a.replace("{port}", str(port)) for a in argv]
+    log = stack.config.logs / f"bench-load-{location.name}.log"
+    started = time.monotonic()
+    process = ManagedProcess(
+        f"bench-{location.name}", argv, log, env=stack.env, cwd=stack.config.state_dir
+    ).start()
+    try:
+        while not _location_loaded(location.name, port):
+            raise_if_stop_requested()
+            if process.exited():
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{' '.join(argv)} exited:\n{tail}")
+            if time.monotonic() - started > 120:
+                raise TimeoutError(f"{location.name} did not load within 120 s; see {log}")
+            time.sleep(0.05)
+        return time.monotonic() - started
+    finally:
+        process.stop()
+
+
+def time_import(stack: Stack, location: CodeLocation) -> float:
+    """A fresh interpreter importing the definitions module (Python start-up included)."""
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-c", f"import {location.module}"],
+        env=stack.env,
+        cwd=stack.config.state_dir,
+        check=True,
+    )
+    return time.monotonic() - started
+
+
+def load_figures(stack: Stack, repeats: int, say: Any) -> dict[str, dict[str, float]]:
+    figures: dict[str, dict[str, float]] = {}
+    for location in stack.config.locations:
+        code_server = [
+            _bin("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", "{port}",
+            "-m", location.module, "--location-name", location.name,
+        ]  # fmt: skip
+        api_grpc = [
+            _bin("dagster"), "api", "grpc", "-h", "127.0.0.1", "-p", "{port}",
+            "-m", location.module, "--location-name", location.name,
+        ]  # fmt: skip
+        timed = {
+            "code_server": [
+                time_until_loaded(stack, location, code_server) for _ in range(repeats)
+            ],
+            "api_grpc": [time_until_loaded(stack, location, api_grpc) for _ in range(repeats)],
+            "import": [time_import(stack, location) for _ in range(repeats)],
+        }
+        figures[location.name] = {k: round(statistics.median(v), 2) for k, v in timed.items()}
+        say(
+            f"load {location.name:15s} code-server start {figures[location.name]['code_server']:5.2f} s"
+            f"   api grpc {figures[location.name]['api_grpc']:5.2f} s"
+            f"   import of {location.module} {figures[location.name]['import']:5.2f} s"
+        )
+    return figures
+
+
+def first_step(
+    instance: DagsterInstance, client: DagsterGraphQLClient, location: str, job: str, say: Any
+) -> float | None:
+    launched = time.time()
+    run_id = client.submit_job_execution(
+        job, repository_location_name=location, repository_name="__repository__"
+    )
+    deadline = time.monotonic() + 300
+    events = run_events(instance, run_id)
+    while DagsterEventType.STEP_START not in events and not FINISHED & set(events):
+        raise_if_stop_requested()
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+        events = run_events(instance, run_id)
+    step = events.get(DagsterEventType.STEP_START)
+    say(
+        f"first step {location:15s} {job:34s} "
+        + (f"{step - launched:5.2f} s" if step else "no step started")
+        + "  ("
+        + ", ".join(f"{name} +{seconds:.2f}" for name, seconds in phases(events, launched))
+        + ")"
+    )
+    return None if step is None else round(step - launched, 2)
+
+
+def main() -> None:
+    parser = stack_arguments(__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    say = timestamped("load")
+
+    with running_stack("bench-load-", users=args.users, entries=args.entries) as stack:
+        instance = DagsterInstance.get()
+        client = DagsterGraphQLClient("127.0.0.1", port_number=stack.config.webserver_port)
+        wait_for_quiet(instance, 10, 600)
+        say("automation quiet; launching one job per location")
+        steps: dict[str, float | None] = {}
+        for location in stack.config.locations:
+            wait_for_quiet(instance, 5, 600)
+            job = JOBS[location.name]
+            steps[location.name] = first_step(instance, client, location.name, job, say)
+        wait_for_quiet(instance, 5, 600)
+        say("timing new code servers")
+        load = load_figures(stack, args.repeats, say)
+    result = {
+        "load_s": {name: figures["code_server"] for name, figures in load.items()},
+        "load_api_grpc_s": {name: figures["api_grpc"] for name, figures in load.items()},
+        "import_s": {name: figures["import"] for name, figures in load.items()},
+        "first_step_s": steps,
+    }
+    print(json.dumps(result, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    main()
