@@ -3,7 +3,11 @@ loaded by Dagster's own loader, with clashes named by module."""
 
 import dagster as dg
 import pytest
-from data_platform.definitions import DuplicateDefinitionError, location_definitions
+from data_platform.definitions import (
+    DuplicateDefinitionError,
+    eager_until_requested,
+    location_definitions,
+)
 
 ASSET = """
 import dagster as dg
@@ -161,3 +165,38 @@ def test_an_import_error_inside_a_location_is_not_swallowed(make_location):
     definitions_file = make_location({"defs/broken.py": "import not_a_module_anywhere\n"})
     with pytest.raises(ModuleNotFoundError, match="not_a_module_anywhere"):
         location_definitions("test", str(definitions_file))
+
+
+def test_an_update_landing_during_a_run_is_not_forgotten():
+    """Upstream data that lands while the downstream run is in flight makes it due again once
+    that run is done; Dagster's eager() loses it (asserted here, so the reason stays true)."""
+
+    @dg.asset
+    def upstream() -> None: ...
+
+    def due_after_a_run_that_overlapped_an_update(condition: dg.AutomationCondition) -> bool:
+        @dg.asset(deps=[upstream], automation_condition=condition)
+        def downstream() -> None: ...
+
+        defs = dg.Definitions(assets=[upstream, downstream])
+        instance = dg.DagsterInstance.ephemeral()
+        idle = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        dg.materialize([upstream], instance=instance)
+        requested = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=idle.cursor
+        )
+        assert {r.key for r in requested.results if r.true_subset.size} == {downstream.key}
+        running = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=requested.cursor
+        )
+        dg.materialize([upstream], instance=instance)  # new data while downstream runs
+        dg.materialize(
+            [downstream, upstream.to_source_asset()], instance=instance, selection=[downstream]
+        )  # ... then downstream's run (requested before that data) lands
+        after = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=running.cursor
+        )
+        return any(r.key == downstream.key and r.true_subset.size for r in after.results)
+
+    assert due_after_a_run_that_overlapped_an_update(eager_until_requested())
+    assert not due_after_a_run_that_overlapped_an_update(dg.AutomationCondition.eager())

@@ -112,6 +112,28 @@ def check_unique_names(package: str) -> None:
                 )
 
 
+def eager_until_requested() -> dg.AutomationCondition:
+    """Dagster's ``eager()``, except that an upstream update is forgotten only once a run is
+    requested for it, not when some run of the asset lands.
+
+    With ``eager()``, data that lands upstream while this asset's run is in flight counts as
+    handled when that run finishes, so it waits for the next upstream change (measured: 1 to 3
+    of 15 upstream writes never reached the online store). Updates of deps made by the asset's
+    own run still do not count (``any_deps_updated`` ignores them).
+    """
+    condition = dg.AutomationCondition
+    requested = (condition.newly_requested() | condition.initial_evaluation()).with_label(
+        "requested"
+    )
+    return (
+        condition.in_latest_time_window()
+        & (condition.newly_missing() | condition.any_deps_updated()).since(requested)
+        & ~condition.any_deps_missing()
+        & ~condition.any_deps_in_progress()
+        & ~condition.in_progress()
+    ).with_label("eager_until_requested")
+
+
 def automation_sensor(location: str) -> dg.AutomationConditionSensorDefinition:
     """The sensor that evaluates automation conditions, RUNNING from the first deploy."""
     return dg.AutomationConditionSensorDefinition(

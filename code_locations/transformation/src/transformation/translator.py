@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+from data_platform.definitions import eager_until_requested
 from data_platform.locations import TRANSFORMATION
 
 
@@ -30,7 +31,7 @@ class WarehouseTranslator(DagsterDbtTranslator):
         """Run as soon as upstream data changes, across locations, without a click."""
         if dbt_resource_props["resource_type"] == "source":
             return None
-        return dg.AutomationCondition.eager()
+        return eager_until_requested()
 
     def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> Sequence[str] | None:
         return [f"team:{TRANSFORMATION.team}"]

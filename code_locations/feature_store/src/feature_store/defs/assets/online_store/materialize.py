@@ -3,6 +3,7 @@
 import time
 
 import dagster as dg
+from data_platform.definitions import eager_until_requested
 from data_platform.resources import RedisResource
 from pydantic import Field
 
@@ -27,7 +28,7 @@ class MaterializeConfig(dg.Config):
     group_name="feature_store",
     deps=[USER_JOURNAL_FEATURES, GAME_TYPE_STATS],
     kinds={"feast", "redis"},
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=eager_until_requested(),
     description="Applies feast_repo to the Feast registry (as `feast apply`: changed objects "
     "updated, removed ones deleted) and materializes the gold tables into Redis incrementally.",
 )

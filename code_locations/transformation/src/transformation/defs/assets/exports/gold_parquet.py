@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from data_platform.definitions import eager_until_requested
 from data_platform.resources import PostgresResource
 
 from transformation.gold_exports import MANIFEST, build_id, export_build
@@ -20,7 +21,7 @@ from transformation.object_store import ExportStore
             kinds={"parquet", "s3"},
             description=f"gold.{table} as Parquet: gold/{table}/build=<id>/part-*.parquet "
             f"under $EXPORT_URI, named by {MANIFEST} (read that first).",
-            automation_condition=dg.AutomationCondition.eager(),
+            automation_condition=eager_until_requested(),
         )
         for table in GOLD_TABLES
     ],
