@@ -169,10 +169,13 @@ class Soak:
         timeout: float,
         settle: float = 5.0,
         downstream: tuple[str, ...] = (TRANSFORMATION.name, FEATURE_STORE.name),
+        started: bool = False,
     ) -> bool:
         """Until the runs created after ``since`` in the ``downstream`` locations and
         ingestion finished and none started for ``settle`` s, with a finished run of each
-        downstream location once ingestion succeeded."""
+        downstream location once ingestion succeeded. ``started``: a downstream run that has
+        begun is enough (it goes on beside the next cycle)."""
+        began = FINISHED | {DagsterRunStatus.STARTING, DagsterRunStatus.STARTED}
         watched = {INGESTION.name, *downstream}
         deadline = time.monotonic() + timeout
         quiet_since, known = time.monotonic(), 0
@@ -183,8 +186,17 @@ class Soak:
             ]
             if len(runs) != known:
                 known, quiet_since = len(runs), time.monotonic()
-            busy = [r for r in runs if r.status not in FINISHED]
-            by_location = {r.remote_job_origin.location_name for r in runs if r.status in FINISHED}
+            busy = [
+                r
+                for r in runs
+                if r.status not in FINISHED
+                and not (started and r.remote_job_origin.location_name in downstream)
+            ]
+            by_location = {
+                r.remote_job_origin.location_name
+                for r in runs
+                if r.status in (began if started else FINISHED)
+            }
             ingested = any(
                 r.remote_job_origin.location_name == INGESTION.name
                 and r.status == DagsterRunStatus.SUCCESS
@@ -379,9 +391,9 @@ class Soak:
             self.overlap_gold(since)
         if fault == "redis_outage":
             self.redis_outage(since, self.random.uniform(5, 12))
-        # the materialization that follows dbt overlaps the next cycle's ingestion; the
-        # catch-up at the end waits for every location
-        self.wait_quiet(since, timeout, settle=0, downstream=(TRANSFORMATION.name,))
+        # the dbt and Feast runs automation starts go on beside the next cycle's changes and
+        # ingestion (automation runs one at a time per asset); the catch-up waits for all
+        self.wait_quiet(since, timeout, settle=0, downstream=(TRANSFORMATION.name,), started=True)
 
     def catch_up(self, timeout: float) -> None:
         """A clean cycle without upstream changes or faults; retries what is still failing."""
@@ -590,6 +602,7 @@ def compare_online(
         )
     }
     mismatches, compared, examples = 0, 0, []
+    served_users = 0
     leftover = set(expected) - set(user_ids)
     if leftover:
         mismatches += len(leftover)
@@ -610,12 +623,14 @@ def compare_online(
             served = tuple(_plain(results[name]["values"][index]) for name in USER_FEATURES)
             want = expected.get(user, (None,) * len(USER_FEATURES))
             compared += 1
+            served_users += any(v is not None for v in served)
             if user in deleted and want != (None,) * len(USER_FEATURES):
                 mismatches += 1
                 examples.append(f"deleted user {user} still in gold: {want}")
             if served != want:
                 mismatches += 1
                 examples.append(f"user {user}: served {served}, gold {want}")
+    say(f"online: {compared} users compared, {served_users} served with values")
     return mismatches, compared, examples
 
 
@@ -681,7 +696,9 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
             soak = Soak(stack, args.seed, args.fault_rate, args.changes)
             since = time.time() - 1
             soak.launch(INGEST_JOB, INGESTION.name)  # the initial load
-            soak.wait_quiet(since, args.cycle_timeout * 2)
+            soak.wait_quiet(
+                since, args.cycle_timeout * 2, settle=0, downstream=(TRANSFORMATION.name,)
+            )
             for number, fault in enumerate(plan, start=1):
                 soak.cycle(number, fault, args.cycle_timeout)
                 if fault:
