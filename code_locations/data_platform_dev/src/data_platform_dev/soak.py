@@ -58,6 +58,7 @@ from data_platform_dev.stack.processes import (
     StackError,
     StopRequested,
     free_port,
+    raise_if_stop_requested,
     stop_on_signals,
 )
 from data_platform_dev.stack.supervision import supervise_once
@@ -139,6 +140,7 @@ class Soak:
 
     def tick(self, seconds: float = 0.5) -> None:
         """Sleep while restarting crashed processes, as ``make dev``'s supervisor does."""
+        raise_if_stop_requested()
         if supervise_once(self.stack.services, self.stack.say):
             self.stack._record_processes()
         time.sleep(seconds)
@@ -203,6 +205,12 @@ class Soak:
                 for r in runs
             )
             chained = not ingested or set(downstream) <= by_location
+            if started and ingested and not busy and time.monotonic() - quiet_since > 45:
+                # automation counted the load as handled: a manual gold run that overlapped it
+                # materialized gold after it; the next load triggers dbt again
+                say("no dbt run followed this load within 45 s (an overlapping run took it)")
+                self.tally.runs["ingestion:not_followed_by_automation"] += 1
+                chained = True
             if not busy and chained and time.monotonic() - quiet_since >= settle:
                 self.record_runs(self.runs_since(since))
                 return True
