@@ -115,6 +115,7 @@ class Tally:
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
     runs: collections.Counter[str] = field(default_factory=collections.Counter)
     changes: collections.Counter[str] = field(default_factory=collections.Counter)
+    missed: collections.Counter[str] = field(default_factory=collections.Counter)  # planned
 
 
 class Soak:
@@ -205,11 +206,13 @@ class Soak:
                 for r in runs
             )
             chained = not ingested or set(downstream) <= by_location
-            if started and ingested and not busy and time.monotonic() - quiet_since > 45:
+            if started and ingested and not busy and time.monotonic() - quiet_since > 20:
                 # automation counted the load as handled: a manual gold run that overlapped it
                 # materialized gold after it; the next load triggers dbt again
-                say("no dbt run followed this load within 45 s (an overlapping run took it)")
-                self.tally.runs["ingestion:not_followed_by_automation"] += 1
+                say(
+                    "no dbt run started within 20 s of this load (a dbt run that was going took it)"
+                )
+                self.tally.runs["ingestion:no_dbt_run_within_20s"] += 1
                 chained = True
             if not busy and chained and time.monotonic() - quiet_since >= settle:
                 self.record_runs(self.runs_since(since))
@@ -368,8 +371,10 @@ class Soak:
 
     # --- one cycle ---------------------------------------------------------------------------
 
-    def cycle(self, number: int, fault: str | None, timeout: float) -> None:
+    def cycle(self, number: int, fault: str | None, timeout: float) -> bool:
+        """One cycle; True when its fault was injected (a run may end before it is hit)."""
         say(f"cycle {number}: fault {fault or 'none'}")
+        injected = fault in ("upstream_5xx", "redis_outage")
         self.change_upstream()
         since = time.time() - 1
         if fault == "upstream_5xx":
@@ -389,19 +394,21 @@ class Soak:
             say(f"fault overlapping_run: a second {overlap} run")
             if overlap == "ingestion":
                 self.launch(INGEST_JOB, INGESTION.name)
+                injected = True
         if fault == "worker_kill":
-            self.kill_worker(run_id)
+            injected = self.kill_worker(run_id)
         status = self.wait_run(run_id, timeout)
         say(f"ingestion run {run_id[:8]}: {status.value if status else 'not finished'}")
         if fault in ("upstream_5xx", "worker_kill"):
             self.api.set_faults()
         if overlap == "gold":
-            self.overlap_gold(since)
+            injected = self.overlap_gold(since)
         if fault == "redis_outage":
             self.redis_outage(since, self.random.uniform(5, 12))
         # the dbt and Feast runs automation starts go on beside the next cycle's changes and
         # ingestion (automation runs one at a time per asset); the catch-up waits for all
         self.wait_quiet(since, timeout, settle=0, downstream=(TRANSFORMATION.name,), started=True)
+        return injected
 
     def catch_up(self, timeout: float) -> None:
         """A clean cycle without upstream changes or faults; retries what is still failing."""
@@ -411,7 +418,7 @@ class Soak:
             since = time.time() - 1
             run_id = self.launch(INGEST_JOB, INGESTION.name)
             if self.wait_run(run_id, timeout) == DagsterRunStatus.SUCCESS:
-                self.wait_quiet(since, timeout, settle=15)
+                self.wait_quiet(since, timeout, settle=10)
                 break
             say(f"catch-up ingestion failed (attempt {attempt + 1})")
         for job, location in ((GOLD_JOB, TRANSFORMATION.name), (FEAST_JOB, FEATURE_STORE.name)):
@@ -420,7 +427,7 @@ class Soak:
                 say(f"catch-up: the last {location} run did not succeed: retrying {job}")
                 since = time.time() - 1
                 self.wait_run(self.launch(job, location), timeout)
-                self.wait_quiet(since, timeout, settle=15)
+                self.wait_quiet(since, timeout, settle=10)
 
     def latest_run(self, location: str) -> Any:
         runs = [
@@ -708,15 +715,17 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
                 since, args.cycle_timeout * 2, settle=0, downstream=(TRANSFORMATION.name,)
             )
             for number, fault in enumerate(plan, start=1):
-                soak.cycle(number, fault, args.cycle_timeout)
-                if fault:
+                if soak.cycle(number, fault, args.cycle_timeout) and fault:
                     soak.tally.faults[fault] += 1
+                elif fault:
+                    soak.tally.missed[fault] += 1
             soak.catch_up(args.cycle_timeout)
             result, examples = compare_all(stack, soak)
             result = {
                 "cycles": args.cycles,
                 "seed": args.seed,
                 "faults": dict(sorted(soak.tally.faults.items())),
+                "faults_missed": dict(sorted(soak.tally.missed.items())),
                 "changes": dict(soak.tally.changes),
                 "runs": dict(sorted(soak.tally.runs.items())),
                 **result,
