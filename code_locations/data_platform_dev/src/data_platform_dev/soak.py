@@ -723,6 +723,7 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
                 elif fault:
                     soak.tally.missed[fault] += 1
             soak.catch_up(args.cycle_timeout)
+            soak.record_runs(soak.runs_since(since))  # runs still going when a cycle ended
             result, examples = compare_all(stack, soak)
             result = {
                 "cycles": args.cycles,
