@@ -17,7 +17,7 @@ RUN := $(UV) run --frozen
 STATE_DIR ?= .platform
 
 .PHONY: help install dev demo stop test test-fast check-defs snapshot lint format bench-ingest bench-freshness bench-load bench-transform \
-	bench-features dbt-manifest render chart-deps kind-up kind-down kind-e2e deploy images \
+	bench-features soak dbt-manifest render chart-deps kind-up kind-down kind-e2e deploy images \
 	images-local
 
 help: ## List the targets
@@ -60,6 +60,9 @@ lint: install ## ruff and mypy
 format: install ## Apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
+
+soak: install ## N cycles (default 20) of upstream changes and random faults through the local stack on free ports; last line JSON with the mismatch counts (ARGS="--cycles 30 --seed 7")
+	$(RUN) python -m data_platform_dev.soak $(ARGS)
 
 bench-ingest: install ## Ingest 1,000,000 journal entries; rows/s and the ratio to plain COPY
 	$(RUN) python -m tests.benchmarks.bench_ingest $(ARGS)

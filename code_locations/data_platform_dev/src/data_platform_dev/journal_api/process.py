@@ -71,6 +71,11 @@ class JournalApiProcess:
         """Delete a user (and their entries) or an entry; the tombstones it made."""
         return self.admin("delete", {"entity": entity, "id": row_id})  # type: ignore[no-any-return]
 
+    def move(self, entry_id: int, user_id: int | None = None, days: int = 0) -> dict[str, Any]:
+        """An entry moved to another user and/or day, as a new version."""
+        body = {"id": entry_id, "days": days, **({"user_id": user_id} if user_id else {})}
+        return self.admin("move", body)  # type: ignore[no-any-return]
+
     def restore(self, entity: str, row_id: int) -> dict[str, Any]:
         return self.admin("restore", {"entity": entity, "id": row_id})  # type: ignore[no-any-return]
 

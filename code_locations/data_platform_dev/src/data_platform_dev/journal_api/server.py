@@ -21,6 +21,7 @@ malformed JSON, a dropped, added or mistyped field, a repeated cursor, late comm
                               "late_seconds": 60, "same_stamp": true}
     POST /admin/delete       {"entity": "users" | "journal_entries", "id": 7}
     POST /admin/restore      {"entity": "users" | "journal_entries", "id": 7}
+    POST /admin/move         {"id": 7, "user_id": 3, "days": -2}   an entry to another user/day
 
 /admin/* needs ``Authorization: Bearer $JOURNAL_API_ADMIN_TOKEN`` (from the environment; without
 it the admin endpoints are off). With JOURNAL_API_TOKEN set, /api/v1/* needs that token too.
@@ -163,6 +164,8 @@ class JournalApi:
             self.page_cache.clear()
             if action == "advance":
                 return self.data.advance(**_bounded_advance(body, self.faults))
+            if action == "move":
+                return self.data.move(**_move_arguments(body))
             entity, row_id = body.get("entity"), body.get("id")
             if not isinstance(entity, str) or not isinstance(row_id, int):
                 raise ValueError('expected {"entity": "users" | "journal_entries", "id": <int>}')
@@ -206,6 +209,19 @@ class JournalApi:
         if damaged and faults.malformed in (table, "*"):
             page = page[: max(len(page) // 2, 1)]  # cut mid-document, as a dropped proxy would
         return page
+
+
+def _move_arguments(body: dict[str, Any]) -> dict[str, Any]:
+    """``move``'s arguments, checked: an entry id, optionally a user id and a day shift."""
+    unknown = set(body) - {"id", "user_id", "days"}
+    if unknown:
+        raise ValueError(f"unknown move argument(s) {sorted(unknown)}")
+    entry_id, user_id, days = body.get("id"), body.get("user_id"), body.get("days", 0)
+    if not isinstance(entry_id, int) or not isinstance(days, int) or abs(days) > 365:
+        raise ValueError('expected {"id": <int>, "user_id": <int>, "days": -365..365}')
+    if user_id is not None and not isinstance(user_id, int):
+        raise ValueError(f"user_id must be an integer, got {user_id!r}")
+    return {"entry_id": entry_id, "user_id": user_id, "days": days}
 
 
 def _bounded_advance(body: dict[str, Any], faults: Faults) -> dict[str, Any]:
@@ -298,7 +314,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         api = self.server.api
         path = urlparse(self.path).path
-        if path not in ("/admin/faults", "/admin/advance", "/admin/delete", "/admin/restore"):
+        if path not in (
+            "/admin/faults",
+            "/admin/advance",
+            "/admin/delete",
+            "/admin/restore",
+            "/admin/move",
+        ):
             return self._json(404, {"error": f"no endpoint {path}"})
         if not self._authorized(self.server.admin_token):
             self.close_connection = True  # the unread body must not be taken for a request

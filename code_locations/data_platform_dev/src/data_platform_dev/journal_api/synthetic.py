@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -375,6 +375,24 @@ class JournalData:
             made.append(Tombstone(stamp, len(self.deletions), name, victim))
             self.deletions.append(made[-1])
         return made
+
+    def move(self, entry_id: int, user_id: int | None = None, days: int = 0) -> dict[str, Any]:
+        """A new version of an entry on another user and/or ``days`` earlier or later (a
+        correction that moves it between feature rows); ``days < 0`` on a new entry makes it
+        a late one (played days ago, sent now)."""
+        entries, users = self.tables["journal_entries"], self.tables["users"]
+        if not entries.exists(entry_id):
+            raise ValueError(f"no journal_entries row with id {entry_id}")
+        if user_id is not None and not users.exists(user_id):
+            raise ValueError(f"no users row with id {user_id}")
+        row = entries.current(entry_id)
+        stamp = self._tick()
+        played = datetime.fromisoformat(row["created_at"]) + timedelta(days=days)
+        row["created_at"] = _iso_one(_to_us(played))
+        row["user_id"] = row["user_id"] if user_id is None else user_id
+        row["updated_at"] = _iso_one(stamp)
+        entries.append(row, stamp)
+        return row
 
     def restore(self, entity: str, row_id: int) -> dict[str, Any]:
         """Re-create a deleted row as it was, with a new updated_at after its deletion."""
