@@ -32,7 +32,7 @@ from data_platform import settings
 from data_platform.locations import FEATURE_STORE, LOCATIONS, CodeLocation, by_name
 
 from data_platform_dev.journal_api.process import JournalApiProcess
-from data_platform_dev.stack.instance import write_instance, write_workspace
+from data_platform_dev.stack.instance import create_storage, write_instance, write_workspace
 from data_platform_dev.stack.postgres import SUPERUSER, LocalPostgres
 from data_platform_dev.stack.processes import (
     ManagedProcess,
@@ -294,6 +294,7 @@ class Stack:
                 ready=lambda: _http_ok(f"{self.feature_server_url}/health"),
             )
         write_instance(c.dagster_home, c.postgres_port, SUPERUSER)
+        create_storage(c.dagster_home)  # once, before the code servers race to create it
         write_workspace(c.workspace, c.locations, c.code_server_ports)
         servers = [(loc, self._spawn_code_server(loc)) for loc in c.locations]
         for loc, process in servers:

@@ -90,3 +90,17 @@ def write_workspace(
 ) -> Path:
     path.write_text(yaml.safe_dump(workspace_config(locations, ports), sort_keys=False))
     return path
+
+
+def create_storage(dagster_home: Path) -> None:
+    """Create the instance's tables once, before any Dagster process opens the instance.
+
+    Every Dagster process creates missing tables when it opens a Postgres-backed instance, and
+    the code servers start together: on a new database their CREATE TABLEs collided and one
+    location failed to load ('type "run_tags" already exists'), seen on a first `make dev`.
+    """
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))):
+        pass
