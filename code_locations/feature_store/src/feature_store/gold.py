@@ -17,6 +17,7 @@ from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source i
     PostgreSQLSource,
 )
 from feast.infra.utils.postgres.connection_utils import _get_conn
+from feast.value_type import ValueType
 from psycopg import sql
 
 
@@ -74,21 +75,6 @@ def oldest_rewritten(
     return row[0] if row else None
 
 
-def entities_between(
-    conn: psycopg.Connection[Any], view: FeatureView, start: datetime, end: datetime
-) -> int:
-    """How many entities have a row in [start, end]: the rows a materialization writes."""
-    query = sql.SQL(
-        "SELECT count(DISTINCT {key}) FROM {table} WHERE {ts} BETWEEN %s AND %s"
-    ).format(
-        key=sql.Identifier(join_key(view)),
-        table=table(view),
-        ts=sql.Identifier(_source(view).timestamp_field),
-    )
-    row = conn.execute(query, [start, end]).fetchone()
-    return int(row[0]) if row else 0
-
-
 def sample_entities(
     conn: psycopg.Connection[Any], view: FeatureView, size: int, horizon: datetime
 ) -> list[int]:
@@ -144,3 +130,76 @@ def present_entities(
         key=sql.Identifier(join_key(view)), table=table(view)
     )
     return {row[0] for row in conn.execute(query, [list(entities)])}
+
+
+# the Postgres type each Feast value type is read as (COPY BINARY needs the exact type)
+PG_TYPES = {
+    ValueType.INT32: "int4",
+    ValueType.INT64: "int8",
+    ValueType.DOUBLE: "float8",
+    ValueType.FLOAT: "float4",
+    ValueType.STRING: "text",
+    ValueType.BOOL: "bool",
+}
+
+
+def feature_types(view: FeatureView) -> list[ValueType]:
+    return [f.dtype.to_value_type() for f in view.features]
+
+
+def copy_types(view: FeatureView, compare: bool) -> list[str]:
+    """The column types of ``newest_versions_query``'s output."""
+    features = [PG_TYPES[value_type] for value_type in feature_types(view)]
+    return ["int8", "timestamptz", *features, *(["timestamptz", "bool"] if compare else [])]
+
+
+def newest_versions_query(view: FeatureView, compare: bool) -> sql.Composable:
+    """COPY of each entity's newest row in [start, end] (two parameters), as Feast's types.
+
+    Columns: key, event time, the features; with ``compare`` also the event time of the
+    entity's version before that one, and whether any feature differs from that version.
+    Feast keeps the row with the latest event time, then the latest created timestamp.
+    """
+    source = _source(view)
+    to_column = {feature: column for column, feature in source.field_mapping.items()}
+    columns = [sql.Identifier(to_column.get(f.name, f.name)) for f in view.features]
+    key, ts = sql.Identifier(join_key(view)), sql.Identifier(source.timestamp_field)
+    written = sql.Identifier(source.created_timestamp_column)
+
+    def cast(prefix: str) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL("{}.{}::{}").format(sql.Identifier(prefix), column, sql.SQL(PG_TYPES[vt]))
+            for column, vt in zip(columns, feature_types(view), strict=True)
+        )
+
+    def plain(prefix: str) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL("{}.{}").format(sql.Identifier(prefix), c) for c in columns
+        )
+
+    newest = sql.SQL(
+        "SELECT DISTINCT ON ({key}) * FROM {table} WHERE {ts} BETWEEN %s AND %s "
+        "ORDER BY {key}, {ts} DESC, {written} DESC"
+    ).format(key=key, ts=ts, written=written, table=table(view))
+    if not compare:
+        query = sql.SQL("SELECT n.{key}::int8, n.{ts}, {features} FROM ({newest}) n").format(
+            key=key, ts=ts, features=cast("n"), newest=newest
+        )
+    else:
+        query = sql.SQL(
+            "SELECT n.{key}::int8, n.{ts}, {features}, p.{ts}, "
+            "p.{ts} IS NULL OR ROW({new}) IS DISTINCT FROM ROW({old}) "
+            "FROM ({newest}) n LEFT JOIN LATERAL ("
+            "SELECT * FROM {table} p WHERE p.{key} = n.{key} AND p.{ts} < n.{ts} "
+            "ORDER BY p.{ts} DESC, p.{written} DESC LIMIT 1) p ON true"
+        ).format(
+            key=key,
+            ts=ts,
+            written=written,
+            table=table(view),
+            features=cast("n"),
+            new=plain("n"),
+            old=plain("p"),
+            newest=newest,
+        )
+    return sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)

@@ -7,13 +7,23 @@ the previous run (``updated_at``). A view that is new, changed by this apply, or
 full is materialized over all of its history, so no entity keeps an old shape in Redis.
 Entities gone from gold (a deleted user, a user whose entries were all deleted) lose their row
 in Redis after each run: Feast itself never deletes online rows.
+
+The rows go from gold to Redis without Feast's pandas and proto detour (about 3x faster):
+one COPY BINARY of each entity's newest version, its values encoded once per distinct value,
+and pipelined HSETs of exactly the hash Feast's Redis store writes (online_layout), with the
+store's key TTL; the window is then recorded in the registry as Feast's materialize() does.
+An incremental window compares each entity's newest version with the version before it in
+gold: an unchanged one is only restamped (its event time and TTL renewed), and only when
+Redis still holds that previous version; everything else is written in full.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import redis
@@ -24,6 +34,7 @@ from feature_store import gold, online_layout
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 # dbt stamps updated_at when its transaction starts, which can precede our previous run's end
 REWRITE_LOOKBACK = timedelta(hours=1)
+CHUNK = 10_000  # rows per Redis pipeline
 
 
 @dataclass(frozen=True)
@@ -34,8 +45,9 @@ class Window:
     start: datetime
     end: datetime
     full: bool
-    rows: int  # entities written to Redis: the newest gold row of each
+    rows: int  # entities whose newest gold row Redis serves after the run
     removed: int = 0  # entities whose row was deleted from Redis: gone from gold
+    written: int = 0  # of ``rows``, those written in full (the others only restamped)
 
 
 def window_start(store: FeatureStore, view: FeatureView, full: bool) -> tuple[datetime, bool]:
@@ -63,8 +75,7 @@ def materialize(
     for view in views:
         try:
             start, full = window_start(store, view, view.name in full_views)
-            with gold.connect(store) as conn:
-                rows = gold.entities_between(conn, view, start, end)
+            rows, written = write_window(store, view, start, end, full)
         except psycopg.errors.UndefinedTable as error:
             raise RuntimeError(
                 f"feature view {view.name} reads a gold table that does not exist ({error}). "
@@ -73,14 +84,91 @@ def materialize(
         kind = "full" if full else "incremental"
         log(
             f"{view.name}: {kind} window {start:%Y-%m-%d %H:%M:%S} .. {end:%Y-%m-%d %H:%M:%S}, "
-            f"{rows} entities to write"
+            f"{rows} entities served, {written} written in full, {rows - written} restamped"
         )
-        store.materialize(start, end, feature_views=[view.name])
+        store.registry.apply_materialization(view, store.project, start, end)
         removed = remove_orphans(store, client, view) if client is not None else 0
         if removed:
             log(f"{view.name}: removed the rows of {removed} entities gone from gold")
-        windows.append(Window(view.name, start, end, full, rows, removed))
+        windows.append(Window(view.name, start, end, full, rows, removed, written))
     return windows
+
+
+def online_client(store: FeatureStore) -> tuple[redis.Redis, int | None]:
+    """The Redis client of the store's online store (Feast's own), and its key TTL."""
+    online = store._get_provider().online_store  # Feast has no public getter
+    config = store.config.online_store
+    return online._get_client(config), config.key_ttl_seconds
+
+
+def write_window(
+    store: FeatureStore, view: FeatureView, start: datetime, end: datetime, full: bool
+) -> tuple[int, int]:
+    """Write each entity's newest row in [start, end]; (entities served, written in full)."""
+    writer = _RowWriter(store, view)
+    served = written = 0
+    with (
+        gold.connect(store) as conn,
+        conn.cursor() as cursor,
+        cursor.copy(gold.newest_versions_query(view, compare=not full), [start, end]) as copy,
+    ):
+        copy.set_types(gold.copy_types(view, compare=not full))
+        rows = copy.rows()
+        while chunk := list(itertools.islice(rows, CHUNK)):
+            served += len(chunk)
+            if not full:
+                chunk = writer.restamp_unchanged(chunk)
+            writer.write(chunk)
+            written += len(chunk)
+    return served, written
+
+
+class _RowWriter:
+    """Rows of ``newest_versions_query`` into the hashes of Feast's Redis store."""
+
+    def __init__(self, store: FeatureStore, view: FeatureView) -> None:
+        self.client, self.ttl = online_client(store)
+        self.project, self.view, self.join_key = store.project, view.name, gold.join_key(view)
+        self.types = gold.feature_types(view)
+        self.fields = [online_layout.feature_field(view.name, f.name) for f in view.features]
+        self._stamps: dict[datetime, bytes] = {}  # versions share their build's as-of time
+
+    def stamp(self, moment: datetime) -> bytes:
+        raw = self._stamps.get(moment)
+        if raw is None:
+            raw = self._stamps[moment] = online_layout.encode_timestamp(moment)
+        return raw
+
+    def key(self, entity: int) -> bytes:
+        return online_layout.entity_key(self.project, self.join_key, entity)
+
+    def restamp_unchanged(self, chunk: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Restamp the rows equal to their previous version; the rows still to write."""
+        same = [j for j, row in enumerate(chunk) if not row[-1]]
+        stale = online_layout.restamp_rows(
+            self.client,
+            [self.key(chunk[j][0]) for j in same],
+            self.view,
+            [self.stamp(chunk[j][-2]) for j in same],
+            [self.stamp(chunk[j][1]) for j in same],
+            self.ttl,
+        )
+        done = set(same) - {same[i] for i in stale}
+        return [row for j, row in enumerate(chunk) if j not in done]
+
+    def write(self, chunk: list[tuple[Any, ...]]) -> None:
+        online_layout.write_rows(
+            self.client,
+            [self.key(row[0]) for row in chunk],
+            self.view,
+            [self.stamp(row[1]) for row in chunk],
+            self.fields,
+            [
+                online_layout.encode_values([row[2 + i] for row in chunk], value_type)
+                for i, value_type in enumerate(self.types)
+            ],
+            self.ttl,
+        )
 
 
 def remove_orphans(store: FeatureStore, client: redis.Redis, view: FeatureView) -> int:

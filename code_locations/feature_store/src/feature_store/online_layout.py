@@ -115,9 +115,89 @@ _NULL = Value().SerializeToString()
 
 
 def encode_values(values: Sequence[Any], value_type: ValueType) -> list[bytes]:
-    """One feature column as Feast stores it (a null is an empty Value); scalar types only."""
+    """One feature column as Feast stores it (a null is an empty Value); scalar types only.
+
+    Features repeat values across entities (counts, categories): each distinct value is
+    serialized once.
+    """
     field = _VALUE_FIELDS[value_type]
-    return [_NULL if v is None else Value(**{field: v}).SerializeToString() for v in values]
+    if value_type in (ValueType.DOUBLE, ValueType.FLOAT):  # -0.0 == 0.0 but encodes apart
+        return [_NULL if v is None else Value(**{field: v}).SerializeToString() for v in values]
+    encoded: dict[Any, bytes] = {None: _NULL}
+    out = []
+    for value in values:
+        raw = encoded.get(value)
+        if raw is None:
+            raw = encoded[value] = Value(**{field: value}).SerializeToString()
+        out.append(raw)
+    return out
+
+
+def write_rows(
+    client: redis.Redis,
+    keys: Sequence[bytes],
+    view: str,
+    stamps: Sequence[bytes],
+    fields: Sequence[bytes],
+    columns: Sequence[Sequence[bytes]],
+    ttl_seconds: int | None,
+) -> None:
+    """HSET each entity's row of ``view`` (the bytes Feast's Redis store writes), then its TTL.
+
+    ``columns[i][j]`` is the encoded value of ``fields[i]`` for ``keys[j]``; one pipeline.
+    """
+    ts_field = timestamp_field(view)
+    with client.pipeline(transaction=False) as pipe:
+        for j, key in enumerate(keys):
+            args: list[bytes] = [ts_field, stamps[j]]
+            for field, column in zip(fields, columns, strict=True):
+                args += (field, column[j])
+            pipe.execute_command("HSET", key, *args)
+            if ttl_seconds:
+                pipe.execute_command("EXPIRE", key, ttl_seconds)
+        pipe.execute()
+
+
+# For each key: when the hash holds the row stamped ARGV[1 + 2i] (the version before the new
+# one, with equal values), restamp it ARGV[2 + 2i] and renew its TTL; else report i.
+_RESTAMP = """
+local field, ttl, stale = ARGV[1], tonumber(ARGV[2]), {}
+for i, key in ipairs(KEYS) do
+  if redis.call('HGET', key, field) == ARGV[1 + 2 * i] then
+    redis.call('HSET', key, field, ARGV[2 + 2 * i])
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  else
+    stale[#stale + 1] = i
+  end
+end
+return stale
+"""
+
+
+def restamp_rows(
+    client: redis.Redis,
+    keys: Sequence[bytes],
+    view: str,
+    previous: Sequence[bytes],
+    stamps: Sequence[bytes],
+    ttl_seconds: int | None,
+    batch: int = 1000,
+) -> list[int]:
+    """Move unchanged rows to their new version's event time; the positions Redis did not
+    hold at the previous version (expired, lost, or rewritten since), which need a full write.
+    """
+    script = client.register_script(_RESTAMP)
+    stale: list[int] = []
+    with client.pipeline(transaction=False) as pipe:
+        for offset in range(0, len(keys), batch):
+            chunk = range(offset, min(offset + batch, len(keys)))
+            args: list[Any] = [timestamp_field(view), ttl_seconds or 0]
+            for j in chunk:
+                args += (previous[j], stamps[j])
+            script(keys=[keys[j] for j in chunk], args=args, client=pipe)
+        for offset, positions in zip(range(0, len(keys), batch), pipe.execute(), strict=True):
+            stale += [offset + i - 1 for i in positions]
+    return stale
 
 
 def encode_timestamp(moment: datetime) -> bytes:
