@@ -99,8 +99,8 @@ images-local: install ## Build the three images with buildah (no Docker engine o
 deploy: install ## helm upgrade --install every release, in order, against the current kubectl context
 	$(RUN) python -m data_platform_dev.releases.deploy $(if $(wildcard build/images.json),--images build/images.json)
 
-bench-features: install ## Materialize 100,000 users into Redis and read them back; ratios to raw COPY/HSET and HMGET
-	$(RUN) python -m tests.benchmarks.bench_features
+bench-features: install ## gold by dbt (90 days) -> Redis, full and incremental, vs raw COPY/HSET; reads 1/100 users and 32 clients (ARGS="--entries 100000 1000000")
+	$(RUN) python -m tests.benchmarks.bench_features $(ARGS)
 
 bench-transform: install ## dbt build over 1,000,000 entries and 10,000 users, then an incremental run after +1%
 	$(RUN) python -m tests.benchmarks.bench_transform

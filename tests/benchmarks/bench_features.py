@@ -1,19 +1,28 @@
-"""Benchmark: materialize 100,000 users into Redis, then read them back; raw baselines beside.
+"""Benchmark: materialize gold into Redis (full, then incremental), then read it back.
 
-Not a test: it prints figures. Every baseline runs in the same process, on the same Postgres
-and Redis:
-- materialization: the asset's path (window, then Feast's materialize of each user's newest
-  gold row) against reading the same rows with COPY and writing the same hashes with a
-  pipelined redis-py client (compared byte for byte with what Feast wrote);
-- online reads of 1 and of 100 users: Feast's SDK and the read-only feature server over HTTP,
-  each beside raw HMGETs of the same keys and fields.
+Not a test: it prints figures. Gold is built by the real dbt models (`dbt build`, 90 days of
+entries, the models' indexes) from the dev upstream, loaded by the ingestion location's asset;
+every baseline runs in the same process, on the same Postgres and Redis:
+- materialization: the asset's path (windows, COPY of each user's newest version, Feast's
+  hashes) against reading the same rows with COPY and writing the same hashes with a
+  pipelined redis-py client (compared byte for byte); then an incremental run after some
+  users' entries changed and dbt built again, which writes only the users whose values changed;
+- online reads of 1 and of 100 users, one at a time: Feast's SDK and the read-only feature
+  server over HTTP, each beside raw HMGETs of the same keys and fields;
+- the feature server under ``--clients`` concurrent HTTP clients (aiohttp, keep-alive) for
+  ``--seconds``: throughput and p99 of single-user reads.
 
-    python -m tests.benchmarks.bench_features [--users 100000] [--days 14] [--reads 300]
+Each ``--entries`` size is built and materialized in turn (the growth curve); reads are
+measured at the last size. The last line is one JSON object.
+
+    python -m tests.benchmarks.bench_features [--entries 100000 [1000000 ...]] [--reads 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import json
 import os
 import random
@@ -23,89 +32,102 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import redis
-from data_platform_dev.stack.postgres import LocalPostgres
 from data_platform_dev.stack.processes import ManagedProcess, free_port, wait_until
-from data_platform_dev.stack.servers import local_servers
+from data_platform_dev.stack.servers import LocalServers, local_servers
+
+from tests.benchmarks.bench_transform import dbt_build, ingest, newest_entry
 
 VIEW = "user_journal_features"
-# users have 1..days daily rows ending today; as dbt builds them, no row lies in the future
-GOLD = """
-CREATE SCHEMA gold;
-CREATE TABLE gold.user_journal_features_history AS
-SELECT u::bigint AS user_id, d::date AS feature_date,
-       least(d + interval '1 day' - interval '1 microsecond', now() - interval '5 minutes')
-           AS event_timestamp,
-       (u + day) % 9 AS entries_7d,
-       (u * 3 + day) % 31 AS entries_30d,
-       CASE WHEN u % 5 = 0 THEN NULL ELSE 1 + (u + day) % 40 / 10.0 END::double precision
-           AS avg_mood_30d,
-       ((u * 7 + day) % 1000) / 10.0::double precision AS avg_score_30d,
-       ((u + day) * 13)::bigint AS minutes_30d,
-       CASE WHEN u % 4 = 0 THEN NULL
-            ELSE (ARRAY['chess', 'sudoku', 'wordle'])[1 + (u + day) % 3] END
-           AS favorite_game_type,
-       day % 3 AS days_since_last_entry,
-       (u + day) % 6 AS current_streak_days,
-       now() AS updated_at
-FROM generate_series(1, {users}) AS u,
-     generate_series(0, {days} - 1) AS day,
-     LATERAL (SELECT date_trunc('day', now()) - day * interval '1 day' AS d) AS days
-WHERE day <= u % {days};
-CREATE TABLE gold.game_type_stats_history AS
-SELECT g::bigint AS game_type_id, 'game ' || g AS game_type_name,
-       'category ' || g % 4 AS category, d::date AS feature_date,
-       least(d + interval '1 day' - interval '1 microsecond', now() - interval '5 minutes')
-           AS event_timestamp,
-       g + day AS entries_1d, 30 * g + day AS entries_30d, 10 * g AS active_users_30d,
-       50.0::double precision + g AS avg_score_30d, 3.0::double precision AS avg_mood_30d,
-       12.5::double precision + day AS avg_duration_minutes_30d, now() AS updated_at
-FROM generate_series(1, 12) AS g, generate_series(0, 29) AS day,
-     LATERAL (SELECT date_trunc('day', now()) - day * interval '1 day' AS d) AS days;
-ANALYZE gold.user_journal_features_history;
-"""
+TABLE = "gold.user_journal_features_history"
 PG_TYPES = {"INT32": "int4", "INT64": "int8", "DOUBLE": "float8", "STRING": "text"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--days", type=int, default=14, help="most daily gold rows per user")
+    parser.add_argument(
+        "--entries", type=int, nargs="+", default=[100_000], help="journal entries, per size"
+    )
+    parser.add_argument("--users-per-entry", type=float, default=0.1, help="users = entries x this")
+    parser.add_argument(
+        "--changed-share", type=float, default=0.01, help="users whose entries change"
+    )
     parser.add_argument("--reads", type=int, default=300, help="timed requests per scenario")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients")
+    parser.add_argument("--seconds", type=float, default=10.0, help="concurrent run length")
     args = parser.parse_args()
 
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-features-") as tmp,
-        local_servers(Path(tmp), redis=True) as servers,
-    ):
-        assert servers.redis is not None
-        os.environ.update(servers.environment())
-        figures = run(servers.postgres, servers.redis.client(), servers.state, args)
+    figures: dict[str, Any] = {"growth": []}
+    for position, entries in enumerate(args.entries):
+        users = max(1, round(entries * args.users_per_entry))
+        # base entries end at today's midnight: the changes made later tick on from there
+        # (a second each) and stay in the past, as dbt's tests require of every as-of time
+        upstream = {"users": users, "entries": entries, "end": date.today().isoformat()}
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-features-") as tmp,
+            local_servers(Path(tmp), redis=True, upstream=upstream) as servers,
+        ):
+            assert servers.redis is not None
+            os.environ.update(
+                servers.environment(),
+                DBT_TARGET="local",
+                DBT_TARGET_PATH=str(servers.state / "dbt-target"),
+            )
+            size = run(servers, entries, users, args, reads=position == len(args.entries) - 1)
+        figures["growth"].append(
+            {k: v for k, v in size.items() if not k.startswith(("read", "conc"))}
+        )
+        figures.update(size)
+    if len(args.entries) > 1:
+        print("growth:")
+        for size in figures["growth"]:
+            print(
+                f"  {size['entries']:>10,} entries, {size['users']:>8,} users: "
+                f"{size['materialize_rows_per_s']:>8,} rows/s, ratio {size['materialize_ratio_to_raw']:.2f}, "
+                f"{size['materialize_s']:.2f} s full, {size['incremental_s']:.2f} s incremental"
+            )
     print(json.dumps(figures, sort_keys=True))
 
 
+def build_gold(servers: LocalServers, changed_users: int = 0) -> float:
+    """Ingest from the upstream and `dbt build` as of its newest entry (untimed: not measured)."""
+    api, warehouse = servers.journal_api, servers.warehouse()
+    assert api is not None
+    if changed_users:
+        api.advance(changed_entries=changed_users, new_entries=changed_users)
+    started = time.perf_counter()
+    ingest(warehouse, api)
+    _, results = dbt_build(newest_entry(warehouse))
+    failed = [r["unique_id"] for r in results["results"] if r["status"] not in ("success", "pass")]
+    assert not failed, f"dbt build failed: {failed}"
+    return time.perf_counter() - started
+
+
 def run(
-    postgres: LocalPostgres, client: redis.Redis, state: Path, args: argparse.Namespace
+    servers: LocalServers, entries: int, users: int, args: argparse.Namespace, reads: bool
 ) -> dict[str, Any]:
     # imported here: Feast takes seconds to import, which no figure should include
     from feature_store import materialization, online_layout, registry_sync
     from feature_store.feast_config import open_feature_store
     from feature_store.repo_contents import load_repo_contents
 
-    started = time.perf_counter()
-    with psycopg.connect(postgres.url("warehouse"), autocommit=True) as conn:
-        conn.execute(GOLD.format(users=args.users, days=args.days).encode())
-        (rows,) = conn.execute(
-            "SELECT count(*) FROM gold.user_journal_features_history"
-        ).fetchone() or (0,)
-    built = time.perf_counter() - started
+    assert servers.redis is not None
+    client = servers.redis.client()
+    seconds = build_gold(servers)
+    with psycopg.connect(servers.postgres.url("warehouse"), autocommit=True) as conn:
+        (rows,) = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone() or (0,)
+        (daily,) = conn.execute("SELECT count(*) FROM gold.user_journal_features").fetchone() or (
+            0,
+        )
     print(
-        f"gold.user_journal_features_history : {rows:,} rows for {args.users:,} users ({built:.1f} s)"
+        f"{entries:,} entries, {users:,} users: dbt built {daily:,} daily rows, "
+        f"{rows:,} versions in {TABLE} ({seconds:.1f} s, untimed)"
     )
 
     store = open_feature_store()
@@ -115,54 +137,79 @@ def run(
 
     client.flushall()
     started = time.perf_counter()
-    (window,) = materialization.materialize(store, [view], full_views={VIEW})
+    (window,) = materialization.materialize(store, [view], full_views={VIEW}, client=client)
     feast_seconds = time.perf_counter() - started
-    assert window.rows == args.users, window
-    sample = random.Random(7).sample(range(1, args.users + 1), 200)
+    served = window.rows
+    sample = random.Random(7).sample(range(1, users + 1), min(200, users))
     keys = [online_layout.entity_key(store.project, "user_id", u) for u in sample]
     written_by_feast = [client.hgetall(k) for k in keys]
 
     client.flushall()
     started = time.perf_counter()
-    raw_rows = raw_materialize(postgres, client, store.project, view)
+    raw_rows = raw_materialize(servers.postgres.url("warehouse"), client, store.project, view)
     raw_seconds = time.perf_counter() - started
-    assert raw_rows == args.users
-    assert [client.hgetall(k) for k in keys] == written_by_feast, "raw hashes differ from Feast's"
+    assert raw_rows == served, (raw_rows, served)
+    # raw HSETs set no TTL; the fields and bytes must equal what the asset wrote
+    assert [client.hgetall(k) for k in keys] == written_by_feast, (
+        "raw hashes differ from the asset's"
+    )
 
-    feast_rate, raw_rate = window.rows / feast_seconds, raw_rows / raw_seconds
+    feast_rate, raw_rate = served / feast_seconds, raw_rows / raw_seconds
     print(
-        f"materialize, asset path    : {window.rows:,} rows in {feast_seconds:.2f} s "
-        f"= {feast_rate:,.0f} rows/s"
+        f"materialize, asset path    : {served:,} rows in {feast_seconds:.2f} s = {feast_rate:,.0f} rows/s"
     )
     print(
-        f"COPY + pipelined HSET      : {raw_rows:,} rows in {raw_seconds:.2f} s "
-        f"= {raw_rate:,.0f} rows/s"
+        f"COPY + pipelined HSET      : {raw_rows:,} rows in {raw_seconds:.2f} s = {raw_rate:,.0f} rows/s"
     )
-    print(f"ratio Feast / raw          : {feast_rate / raw_rate:.2f}")
+    print(f"ratio asset / raw          : {feast_rate / raw_rate:.2f}")
+
+    # Redis back to what the asset wrote, then an incremental run after a dbt build
+    client.flushall()
+    materialization.materialize(store, [view], full_views={VIEW}, client=client)
+    changed_users = max(1, round(users * args.changed_share))
+    build_gold(servers, changed_users)
+    store.refresh_registry()
+    started = time.perf_counter()
+    (incremental,) = materialization.materialize(
+        store, [store.get_feature_view(VIEW)], client=client
+    )
+    incremental_seconds = time.perf_counter() - started
+    print(
+        f"incremental after changes  : {incremental.rows:,} users with a new version, "
+        f"{incremental.written:,} written in full, {incremental.rows - incremental.written:,} "
+        f"restamped in {incremental_seconds:.2f} s ({changed_users:,} users' entries changed)"
+    )
     figures: dict[str, Any] = {
-        "users": args.users,
+        "entries": entries,
+        "users": users,
         "gold_rows": rows,
+        "materialize_s": round(feast_seconds, 3),
         "materialize_rows_per_s": round(feast_rate),
         "raw_rows_per_s": round(raw_rate),
         "materialize_ratio_to_raw": round(feast_rate / raw_rate, 3),
+        "incremental_s": round(incremental_seconds, 3),
+        "incremental_rows": incremental.rows,
+        "incremental_written": incremental.written,
     }
-    figures.update(read_latencies(store, client, view, state, args))
+    if reads:
+        figures.update(read_latencies(store, client, view, servers.state, users, args))
     return figures
 
 
-def raw_materialize(postgres: LocalPostgres, client: redis.Redis, project: str, view: Any) -> int:
+def raw_materialize(url: str, client: redis.Redis, project: str, view: Any) -> int:
     """The same newest rows, read with COPY, written as Feast's hashes with pipelined HSETs."""
     from feature_store import online_layout
 
     names = [f.name for f in view.features]
     types = [f.dtype.to_value_type() for f in view.features]
+    casts = ", ".join(f"{n}::{PG_TYPES[t.name]}" for n, t in zip(names, types, strict=True))
     query = (
-        f"COPY (SELECT DISTINCT ON (user_id) user_id, event_timestamp, {', '.join(names)} "
-        "FROM gold.user_journal_features_history ORDER BY user_id, event_timestamp DESC, updated_at DESC) "
+        f"COPY (SELECT DISTINCT ON (user_id) user_id, event_timestamp, {casts} "
+        f"FROM {TABLE} ORDER BY user_id, event_timestamp DESC, updated_at DESC) "
         "TO STDOUT (FORMAT BINARY)"
     )
     with (
-        psycopg.connect(postgres.url("warehouse")) as conn,
+        psycopg.connect(url) as conn,
         conn.cursor() as cursor,
         cursor.copy(query) as copy,
     ):
@@ -186,9 +233,10 @@ def raw_materialize(postgres: LocalPostgres, client: redis.Redis, project: str, 
 
 
 def read_latencies(
-    store: Any, client: redis.Redis, view: Any, state: Path, args: argparse.Namespace
+    store: Any, client: redis.Redis, view: Any, state: Path, users: int, args: argparse.Namespace
 ) -> dict[str, float]:
-    """p50 and p99 of reading 1 and 100 users: SDK, feature server, raw HMGET; same keys."""
+    """p50 and p99 of reading 1 and 100 users: SDK, feature server, raw HMGET; same keys.
+    Then the feature server's throughput and p99 under concurrent clients."""
     from feature_store import online_layout
 
     names = [f.name for f in view.features]
@@ -196,30 +244,73 @@ def read_latencies(
     fields = [online_layout.timestamp_field(VIEW)]
     fields += [online_layout.feature_field(VIEW, n) for n in names]
     rng = random.Random(11)
-    figures = {}
+    figures: dict[str, float] = {}
+    gc.collect()
+    gc.freeze()  # the benchmark's own start-up objects stay out of its timings
     with feature_server(state) as url, httpx.Client(base_url=url, timeout=30) as http:
 
-        def sdk(users: list[int]) -> None:
-            store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in users])
+        def sdk(batch: list[int]) -> None:
+            store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in batch])
 
-        def server(users: list[int]) -> None:
-            body = {"features": refs, "entities": {"user_id": users}}
+        def server(batch: list[int]) -> None:
+            body = {"features": refs, "entities": {"user_id": batch}}
             http.post("/get-online-features", json=body).raise_for_status()
 
-        def raw(users: list[int]) -> None:
+        def raw(batch: list[int]) -> None:
             with client.pipeline(transaction=False) as pipe:
-                for user in users:
+                for user in batch:
                     pipe.hmget(online_layout.entity_key(store.project, "user_id", user), fields)
                 pipe.execute()
 
         for size in (1, 100):
-            batches = [rng.sample(range(1, args.users + 1), size) for _ in range(args.reads)]
+            batches = [rng.sample(range(1, users + 1), min(size, users)) for _ in range(args.reads)]
             for name, read in (("feast_sdk", sdk), ("feature_server", server), ("raw_redis", raw)):
                 p50, p99 = latency(read, batches)
                 figures[f"read_{size}_{name}_p50_ms"] = round(p50, 2)
                 figures[f"read_{size}_{name}_p99_ms"] = round(p99, 2)
                 print(f"read {size:>3} user(s), {name:<14}: p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
+        rps, p50, p99 = asyncio.run(concurrent_reads(url, refs, users, args.clients, args.seconds))
+    print(
+        f"feature server, {args.clients} clients: {rps:,.0f} requests/s, "
+        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (1 user per request, {args.seconds:.0f} s)"
+    )
+    figures.update(
+        concurrent_clients=args.clients,
+        concurrent_rps=round(rps),
+        concurrent_p50_ms=round(p50, 2),
+        concurrent_p99_ms=round(p99, 2),
+    )
     return figures
+
+
+async def concurrent_reads(
+    url: str, refs: list[str], users: int, clients: int, seconds: float
+) -> tuple[float, float, float]:
+    """``clients`` closed-loop clients on kept-alive connections: requests/s, p50, p99 (ms)."""
+    import aiohttp
+
+    samples: list[float] = []
+
+    async def client_loop(session: aiohttp.ClientSession, seed: int, until: float) -> None:
+        rng = random.Random(seed)
+        while (now := time.perf_counter()) < until:
+            body = {"features": refs, "entities": {"user_id": [rng.randint(1, users)]}}
+            async with session.post(f"{url}/get-online-features", json=body) as response:
+                response.raise_for_status()
+                await response.read()
+            samples.append(time.perf_counter() - now)
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        warm_up = time.perf_counter() + 1
+        await asyncio.gather(*(client_loop(session, i, warm_up) for i in range(clients)))
+        samples.clear()
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(session, i, started + seconds) for i in range(clients)))
+        elapsed = time.perf_counter() - started
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
+    return len(samples) / elapsed, statistics.median(samples) * 1000, p99 * 1000
 
 
 def latency(read: Callable[[list[int]], None], batches: Sequence[list[int]]) -> tuple[float, float]:
@@ -238,18 +329,21 @@ def latency(read: Callable[[list[int]], None], batches: Sequence[list[int]]) -> 
 
 @contextmanager
 def feature_server(state: Path) -> Iterator[str]:
-    """The read-only feature server (python -m feature_store.serving) on a free port."""
-    port = free_port()
+    """The read-only feature server (python -m feature_store.serving, its default workers) on
+    a free port, once every worker has started."""
+    port, log = free_port(), state / "feature-server.log"
     process = ManagedProcess(
         "feature-server",
         [sys.executable, "-m", "feature_store.serving", "--port", str(port)],
-        log_path=state / "feature-server.log",
+        log_path=log,
         env=dict(os.environ),
     ).start()
     url = f"http://127.0.0.1:{port}"
+    workers = int(os.environ.get("FEATURE_SERVER_WORKERS") or 1)
     try:
-        healthy = lambda: httpx.get(f"{url}/health").status_code == 200  # noqa: E731
-        wait_until(healthy, "feature server", 180, process)
+        started = lambda: log.read_text().count("Application startup complete") >= workers  # noqa: E731
+        wait_until(started, "feature server", 180, process)
+        print(f"feature server: {workers} worker(s)")
         yield url
     finally:
         process.stop()

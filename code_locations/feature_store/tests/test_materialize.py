@@ -213,17 +213,58 @@ def test_keys_expire_and_reads_then_report_missing(run_feature_store, feast_env,
     assert run_feature_store().success
     key = online_layout.entity_key(project, "user_id", 1)
     assert 0 < client.ttl(key) <= feast_env.store().config.online_store.key_ttl_seconds
-    feast_env.edit("feature_store.yaml", "key_ttl_seconds: 10800", "key_ttl_seconds: 2")
+    # long enough to read the key once after the run and its checks on a loaded machine
+    feast_env.edit("feature_store.yaml", "key_ttl_seconds: 10800", "key_ttl_seconds: 8")
     assert run_feature_store(full_refresh=True).success
     store = feast_env.store()
     read = lambda: store.get_online_features(  # noqa: E731
         features=["user_journal_features:minutes_30d"], entity_rows=[{"user_id": 1}]
     ).to_dict(include_event_timestamps=False)
     assert read()["minutes_30d"] != [None]
-    wait_until(lambda: not client.exists(key), "the key to expire", timeout=10)
+    wait_until(lambda: not client.exists(key), "the key to expire", timeout=20)
     assert read()["minutes_30d"] == [None]
     response = store.get_online_features(
         features=["user_journal_features:minutes_30d"], entity_rows=[{"user_id": 1}]
     ).proto
     statuses = dict(zip(response.metadata.feature_names.val, response.results, strict=True))
     assert list(statuses["minutes_30d"].statuses) == [FieldStatus.NOT_FOUND]
+
+
+def test_incremental_run_writes_only_changed_users(
+    run_feature_store, feast_env, gold, gold_expected, online_rows, metadata_of
+):
+    """A build appends a version of every user; only changed ones are written in full, the
+    others restamped (event time, TTL) unless Redis lost the previous version."""
+    assert run_feature_store().success
+    client = feast_env.redis()
+    key_of = {u: online_layout.entity_key("data_platform", "user_id", u) for u in range(1, 13)}
+    client.persist(key_of[5])  # a restamp renews the TTL
+    client.delete(key_of[4])  # Redis lost this user's row: it must be written again
+    with gold.warehouse.connect() as conn:
+        conn.execute(
+            "INSERT INTO gold.user_journal_features_history "
+            "SELECT DISTINCT ON (user_id) user_id, feature_date + 1, "
+            "event_timestamp + interval '1 minute', entries_7d, entries_30d, avg_mood_30d, "
+            "avg_score_30d, minutes_30d + CASE WHEN user_id = 3 THEN 1 ELSE 0 END, "
+            "favorite_game_type, days_since_last_entry, current_streak_days, clock_timestamp() "
+            "FROM gold.user_journal_features_history "
+            "ORDER BY user_id, event_timestamp DESC"
+        )
+        (new_time,) = conn.execute(
+            "SELECT max(event_timestamp) FROM gold.user_journal_features_history"
+        ).fetchone()
+    again = run_feature_store()
+    assert again.success
+    window = metadata_of(again)["windows"]["user_journal_features"]
+    assert (window["full"], window["rows"], window["written_in_full"]) == (False, 12, 2)
+    assert window["restamped"] == 10
+    expected = gold_expected()
+    assert online_rows(list(expected)) == expected
+    stamps = {
+        u: online_layout.decode_timestamp(
+            client.hget(key_of[u], online_layout.timestamp_field("user_journal_features"))
+        )
+        for u in range(1, 13)
+    }
+    assert set(stamps.values()) == {new_time}
+    assert all(client.ttl(key_of[u]) > 0 for u in range(1, 13))

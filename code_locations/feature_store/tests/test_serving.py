@@ -97,3 +97,21 @@ def test_readme_curl_runs_verbatim(feature_server, gold, gold_expected):
     stats = gold.latest("game_type_stats", "game_type_id")
     assert columns["game_type_entries_30d"]["values"] == [stats[g]["entries_30d"] for g in games]
     assert set(columns["entries_30d"]["statuses"]) == {"PRESENT"}
+
+
+def test_server_tuning_defaults_and_overrides(monkeypatch):
+    """What the local stack and the chart start: one worker unless told, registry every 60 s."""
+    from feature_store.serving.server import parse_args, uvicorn_settings
+
+    monkeypatch.delenv("FEATURE_SERVER_WORKERS", raising=False)
+    args = parse_args([])
+    assert (args.workers, args.registry_ttl, args.host) == (1, 60, "127.0.0.1")
+    settings = uvicorn_settings(args)
+    assert (
+        settings["timeout_keep_alive"] > 60 and settings["factory"] and not settings["access_log"]
+    )
+    monkeypatch.setenv("FEATURE_SERVER_WORKERS", "3")
+    assert parse_args([]).workers == 3
+    assert parse_args(["--workers", "2"]).workers == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--workers", "0"])

@@ -20,7 +20,7 @@ Redis still holds that previous version; everything else is written in full.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,7 +75,7 @@ def materialize(
     for view in views:
         try:
             start, full = window_start(store, view, view.name in full_views)
-            rows, written = write_window(store, view, start, end, full)
+            served, written = write_window(store, view, start, end, full)
         except psycopg.errors.UndefinedTable as error:
             raise RuntimeError(
                 f"feature view {view.name} reads a gold table that does not exist ({error}). "
@@ -84,13 +84,14 @@ def materialize(
         kind = "full" if full else "incremental"
         log(
             f"{view.name}: {kind} window {start:%Y-%m-%d %H:%M:%S} .. {end:%Y-%m-%d %H:%M:%S}, "
-            f"{rows} entities served, {written} written in full, {rows - written} restamped"
+            f"{len(served)} entities served, {written} written in full, "
+            f"{len(served) - written} restamped"
         )
         store.registry.apply_materialization(view, store.project, start, end)
-        removed = remove_orphans(store, client, view) if client is not None else 0
+        removed = remove_orphans(store, client, view, served) if client is not None else 0
         if removed:
             log(f"{view.name}: removed the rows of {removed} entities gone from gold")
-        windows.append(Window(view.name, start, end, full, rows, removed, written))
+        windows.append(Window(view.name, start, end, full, len(served), removed, written))
     return windows
 
 
@@ -103,10 +104,12 @@ def online_client(store: FeatureStore) -> tuple[redis.Redis, int | None]:
 
 def write_window(
     store: FeatureStore, view: FeatureView, start: datetime, end: datetime, full: bool
-) -> tuple[int, int]:
-    """Write each entity's newest row in [start, end]; (entities served, written in full)."""
+) -> tuple[set[int], int]:
+    """Write each entity's newest row in [start, end]; (entities served, how many written in
+    full)."""
     writer = _RowWriter(store, view)
-    served = written = 0
+    served: set[int] = set()
+    written = 0
     with (
         gold.connect(store) as conn,
         conn.cursor() as cursor,
@@ -115,7 +118,7 @@ def write_window(
         copy.set_types(gold.copy_types(view, compare=not full))
         rows = copy.rows()
         while chunk := list(itertools.islice(rows, CHUNK)):
-            served += len(chunk)
+            served.update(row[0] for row in chunk)
             if not full:
                 chunk = writer.restamp_unchanged(chunk)
             writer.write(chunk)
@@ -139,15 +142,15 @@ class _RowWriter:
             raw = self._stamps[moment] = online_layout.encode_timestamp(moment)
         return raw
 
-    def key(self, entity: int) -> bytes:
-        return online_layout.entity_key(self.project, self.join_key, entity)
+    def keys(self, entities: Iterable[int]) -> list[bytes]:
+        return online_layout.entity_keys(self.project, self.join_key, list(entities))
 
     def restamp_unchanged(self, chunk: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Restamp the rows equal to their previous version; the rows still to write."""
         same = [j for j, row in enumerate(chunk) if not row[-1]]
         stale = online_layout.restamp_rows(
             self.client,
-            [self.key(chunk[j][0]) for j in same],
+            self.keys(chunk[j][0] for j in same),
             self.view,
             [self.stamp(chunk[j][-2]) for j in same],
             [self.stamp(chunk[j][1]) for j in same],
@@ -159,7 +162,7 @@ class _RowWriter:
     def write(self, chunk: list[tuple[Any, ...]]) -> None:
         online_layout.write_rows(
             self.client,
-            [self.key(row[0]) for row in chunk],
+            self.keys(row[0] for row in chunk),
             self.view,
             [self.stamp(row[1]) for row in chunk],
             self.fields,
@@ -171,10 +174,13 @@ class _RowWriter:
         )
 
 
-def remove_orphans(store: FeatureStore, client: redis.Redis, view: FeatureView) -> int:
-    """Delete the Redis rows of ``view`` whose entity has no row in gold any more."""
+def remove_orphans(
+    store: FeatureStore, client: redis.Redis, view: FeatureView, written: Set[int] = frozenset()
+) -> int:
+    """Delete the Redis rows of ``view`` whose entity has no row in gold any more
+    (``written``: entities this run just wrote from gold, present without asking)."""
     key = gold.join_key(view)
-    served = online_layout.view_entities(client, store.project, view.name, key)
+    served = online_layout.view_entities(client, store.project, view.name, key, skip=written)
     if not served:
         return 0
     with gold.connect(store) as conn:

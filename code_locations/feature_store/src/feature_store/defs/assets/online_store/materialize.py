@@ -59,6 +59,8 @@ def materialize_user_journal_features(
         metadata={
             "registry_changes": changes.summary(),
             "rows_written": dg.MetadataValue.int(rows),
+            # of those, rows whose values changed (the others were only restamped)
+            "rows_written_in_full": dg.MetadataValue.int(sum(w.written for w in windows)),
             "rows_per_second": dg.MetadataValue.float(rows / seconds if seconds else 0.0),
             "windows": dg.MetadataValue.json(
                 {
@@ -67,6 +69,8 @@ def materialize_user_journal_features(
                         "end": w.end.isoformat(),
                         "full": w.full,
                         "rows": w.rows,
+                        "written_in_full": w.written,
+                        "restamped": w.rows - w.written,
                         "removed": w.removed,
                     }
                     for w in windows
