@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,7 @@ def main() -> None:
     figures: dict[str, Any] = {"growth": []}
     for position, entries in enumerate(args.entries):
         users = max(1, round(entries * args.users_per_entry))
-        # base entries end at today's midnight: the changes made later tick on from there
-        # (a second each) and stay in the past, as dbt's tests require of every as-of time
-        upstream = {"users": users, "entries": entries, "end": date.today().isoformat()}
+        upstream = {"users": users, "entries": entries, "end": data_end().isoformat()}
         with (
             tempfile.TemporaryDirectory(prefix="bench-features-") as tmp,
             local_servers(Path(tmp), redis=True, upstream=upstream) as servers,
@@ -93,6 +91,15 @@ def main() -> None:
                 f"{size['materialize_s']:.2f} s full, {size['incremental_s']:.2f} s incremental"
             )
     print(json.dumps(figures, sort_keys=True))
+
+
+def data_end() -> datetime:
+    """Where the upstream's base entries end: two hours ago, within today. The changes made
+    later tick on from there (a second each) and stay in the past, as dbt's tests require of
+    an as-of time; on the same day, so that unchanged users keep their values."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    midnight = now.replace(hour=0, minute=0, second=0)
+    return max(now - timedelta(hours=2), midnight + timedelta(minutes=1))
 
 
 def build_gold(servers: LocalServers, changed_users: int = 0) -> float:

@@ -161,6 +161,10 @@ def encode_values(values: Sequence[Any], value_type: ValueType) -> list[bytes]:
     return out
 
 
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
 def write_rows(
     client: redis.Redis,
     keys: Sequence[bytes],
@@ -172,18 +176,54 @@ def write_rows(
 ) -> None:
     """HSET each entity's row of ``view`` (the bytes Feast's Redis store writes), then its TTL.
 
-    ``columns[i][j]`` is the encoded value of ``fields[i]`` for ``keys[j]``; one pipeline.
+    ``columns[i][j]`` is the encoded value of ``fields[i]`` for ``keys[j]``. The commands go
+    out as one buffer of Redis protocol (built from the few distinct values a column holds),
+    and every reply is read back: redis-py's pipeline spends most of a bulk write packing
+    and parsing command by command.
     """
-    ts_field = timestamp_field(view)
-    with client.pipeline(transaction=False) as pipe:
-        for j, key in enumerate(keys):
-            args: list[bytes] = [ts_field, stamps[j]]
-            for field, column in zip(fields, columns, strict=True):
-                args += (field, column[j])
-            pipe.execute_command("HSET", key, *args)
-            if ttl_seconds:
-                pipe.execute_command("EXPIRE", key, ttl_seconds)
-        pipe.execute()
+    bulks: dict[bytes, bytes] = {}
+
+    def bulk(value: bytes) -> bytes:
+        out = bulks.get(value)
+        if out is None:
+            out = bulks[value] = _bulk(value)
+        return out
+
+    head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (1 + len(fields)))
+    ts_field = _bulk(timestamp_field(view))
+    field_bulks = [_bulk(field) for field in fields]
+    ttl = _bulk(b"%d" % ttl_seconds) if ttl_seconds else None
+    parts: list[bytes] = []
+    for j, key in enumerate(keys):
+        key_bulk = _bulk(key)
+        parts += (head, key_bulk, ts_field, bulk(stamps[j]))
+        for field, column in zip(field_bulks, columns, strict=True):
+            parts += (field, bulk(column[j]))
+        if ttl:
+            parts += (b"*3\r\n$6\r\nEXPIRE\r\n", key_bulk, ttl)
+    replies = len(keys) * (2 if ttl else 1)
+    if replies:
+        _send_and_read(client, b"".join(parts), replies)
+
+
+def _send_and_read(client: redis.Redis, buffer: bytes, replies: int) -> None:
+    """Send packed commands on one pooled connection and read every reply; an error reply
+    raises once all are read (the connection is dropped, never reused out of step)."""
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([buffer])
+        error = None
+        for _ in range(replies):
+            try:
+                connection.read_response()
+            except redis.ResponseError as reply:
+                error = error or reply
+        if error is not None:
+            connection.disconnect()
+            raise error
+    finally:
+        pool.release(connection)
 
 
 # For each key: when the hash holds the row stamped ARGV[1 + 2i] (the version before the new
