@@ -206,7 +206,7 @@ def test_feature_server_is_optional_and_closed_to_unlabelled_pods() -> None:
     # the read-only server, not `feast serve` (which would also serve /push and /materialize)
     assert container["command"] == [
         "python", "-m", "feature_store.serving", "--host", "0.0.0.0", "--port", "6566",
-        "--workers", "1", "--registry-ttl", "60",
+        "--workers", "1", "--registry-ttl", "10",
     ]  # fmt: skip
     peers = pr.ingress_peers(production, server["spec"]["template"]["metadata"]["labels"])
     assert pr.admitted(peers, {"data-platform/feature-client": "true"})

@@ -100,12 +100,12 @@ def test_readme_curl_runs_verbatim(feature_server, gold, gold_expected):
 
 
 def test_server_tuning_defaults_and_overrides(monkeypatch):
-    """What the local stack and the chart start: one worker unless told, registry every 60 s."""
+    """What the local stack and the chart start: one worker unless told, registry every 10 s."""
     from feature_store.serving.server import parse_args, uvicorn_settings
 
     monkeypatch.delenv("FEATURE_SERVER_WORKERS", raising=False)
     args = parse_args([])
-    assert (args.workers, args.registry_ttl, args.host) == (1, 60, "127.0.0.1")
+    assert (args.workers, args.registry_ttl, args.host) == (1, 10, "127.0.0.1")
     settings = uvicorn_settings(args)
     assert (
         settings["timeout_keep_alive"] > 60 and settings["factory"] and not settings["access_log"]

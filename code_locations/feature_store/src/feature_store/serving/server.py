@@ -9,9 +9,11 @@ Tuned for tail latency (the local stack and the chart start it with these defaul
 - workers: uvicorn processes (Feast's read path holds the GIL, so one per CPU it may use);
   1 unless ``--workers`` or FEATURE_SERVER_WORKERS says otherwise: each holds Feast's ~300 MiB
   and its start-up, and the local stack shares its cores with Postgres and Dagster;
-- registry refresh every 60 s, not 5: each refresh rebuilds the registry from Postgres in the
-  serving process, a pause every request waiting behind it pays. Reads need the registry only
-  for feature view definitions, which change with a deploy, never with a materialization;
+- registry refresh every 10 s, not 5: each refresh rebuilds the registry from Postgres in the
+  serving process, a pause the requests behind it pay. Reads need the registry only for
+  feature view definitions (a deploy changes them, a materialization never), but a server
+  started before the first apply serves nothing until its next refresh; below
+  feature_store.yaml's cache_ttl_seconds (60), so no request ever refreshes it inline;
 - start-up objects frozen out of the garbage collector (``gc.freeze``): Feast's imports leave
   millions of objects that every full collection would walk in the middle of a request;
 - keep-alive 75 s, above the usual client pool idle time, so clients rarely reconnect.
@@ -32,7 +34,7 @@ from feast import FeatureStore
 READ_ENDPOINTS = frozenset({"/get-online-features", "/health"})
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6566
-DEFAULT_REGISTRY_TTL_SECONDS = 60
+DEFAULT_REGISTRY_TTL_SECONDS = 10
 KEEP_ALIVE_SECONDS = 75
 # the app factory of each worker process reads its settings from these
 _REPO_PATH_VARIABLE = "FEATURE_SERVER_REPO_PATH"
