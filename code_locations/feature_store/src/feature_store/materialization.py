@@ -8,10 +8,10 @@ full is materialized over all of its history, so no entity keeps an old shape in
 Entities gone from gold (a deleted user, a user whose entries were all deleted) lose their row
 in Redis after each run: Feast itself never deletes online rows.
 
-The rows go from gold to Redis without Feast's pandas and proto detour (about 3x faster):
-one COPY BINARY of each entity's newest version, its values encoded once per distinct value,
-and pipelined HSETs of exactly the hash Feast's Redis store writes (online_layout), with the
-store's key TTL; the window is then recorded in the registry as Feast's materialize() does.
+The rows go from gold to Redis without Feast's pandas and proto detour (several times
+faster): one COPY BINARY of each entity's newest version, its values encoded once per distinct
+value, and HSETs of exactly the hash Feast's Redis store writes (online_layout), sent in bulk
+with the store's key TTL; the window is then recorded in the registry as materialize() does.
 An incremental window compares each entity's newest version with the version before it in
 gold: an unchanged one is only restamped (its event time and TTL renewed), and only when
 Redis still holds that previous version; everything else is written in full.
@@ -34,7 +34,7 @@ from feature_store import gold, online_layout
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 # dbt stamps updated_at when its transaction starts, which can precede our previous run's end
 REWRITE_LOOKBACK = timedelta(hours=1)
-CHUNK = 10_000  # rows per Redis pipeline
+CHUNK = 10_000  # rows per buffer of commands sent to Redis
 
 
 @dataclass(frozen=True)
