@@ -36,9 +36,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6566
 DEFAULT_REGISTRY_TTL_SECONDS = 10
 KEEP_ALIVE_SECONDS = 75
-# the app factory of each worker process reads its settings from these
-_REPO_PATH_VARIABLE = "FEATURE_SERVER_REPO_PATH"
-_REGISTRY_TTL_VARIABLE = "FEATURE_SERVER_REGISTRY_TTL"
 
 
 def read_only_app(
@@ -55,11 +52,13 @@ def read_only_app(
 
 
 def create_app() -> FastAPI:
-    """The app of one worker process (uvicorn's factory), its settings from the environment."""
+    """The app of one worker process (uvicorn's factory), from the server's command line:
+    multiprocessing hands ``sys.argv`` to every worker it spawns."""
     from feature_store.feast_config import open_feature_store
 
-    store = open_feature_store(os.environ.get(_REPO_PATH_VARIABLE) or None)
-    app = read_only_app(store, int(os.environ[_REGISTRY_TTL_VARIABLE]))
+    args = parse_args()
+    store = open_feature_store(args.repo_path)
+    app = read_only_app(store, args.registry_ttl)
     gc.collect()
     gc.freeze()  # what start-up built lives as long as the process: never scan it again
     return app
@@ -105,14 +104,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main() -> None:
+    """Serve (the command line is read again by each worker's ``create_app``)."""
     import uvicorn
 
     from feature_store.feast_config import load_repo_config
 
-    args = parse_args(argv)
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     load_repo_config(args.repo_path)  # a bad configuration fails here, once, not per worker
-    os.environ[_REPO_PATH_VARIABLE] = args.repo_path or ""
-    os.environ[_REGISTRY_TTL_VARIABLE] = str(args.registry_ttl)
     uvicorn.run("feature_store.serving.server:create_app", **uvicorn_settings(args))
