@@ -1,7 +1,8 @@
 """A code location's one ``Definitions``: Dagster's own defs-folder loader, plus what it lacks.
 
 ``dg.load_from_defs_folder`` imports every module under a location's ``defs/`` and collects
-everything defined there. Three things it does not do, added here and nothing else:
+everything defined there. Three things it does not do, added here, and one it does that a
+code server can do without:
 
 - name both modules when two define the same asset key, asset check, job/schedule/sensor name
   or resource key (Dagster fails such a load, but without saying where the two copies live),
@@ -10,7 +11,10 @@ everything defined there. Three things it does not do, added here and nothing el
 - add a RUNNING automation sensor when the location has automated assets (Dagster's implicit
   one starts STOPPED, leaving cross-location automation waiting for a click);
 - run steps in the run's own process by default (a run is already its own process, a
-  Kubernetes Job in production; a subprocess per step would import the location again).
+  Kubernetes Job in production; a subprocess per step would import the location again);
+- skip the dg plugin catalogue: the loader also imports every package registered as a dg
+  plugin (dagster-dbt, dagster-aws...) to list their component types for the UI, which cost
+  1 to 2 s of every code server start, run and check, in locations that use none of them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
+from dagster._utils.warnings import suppress_dagster_warnings
 from dagster.components.definitions import LazyDefinitions
 
 
@@ -153,6 +158,20 @@ def _automated(defs: dg.Definitions) -> bool:
     )
 
 
+@suppress_dagster_warnings  # as load_from_defs_folder: its preview loaders warn on every load
+def load_defs_folder(path_within_project: Path) -> dg.Definitions:
+    """``dg.load_from_defs_folder`` without its plugin catalogue.
+
+    The same component tree builds the ``defs`` folder and is attached to the result, as the
+    loader does; left out are the catalogue of installed component types (the UI's list of
+    plugins) and components created in the UI (app-managed: this platform's are all in git).
+    """
+    tree = dg.ComponentTree.for_project(path_within_project)
+    return dg.Definitions.merge(
+        tree.build_defs(tree.defs_module_path), dg.Definitions(component_tree=tree)
+    )
+
+
 def location_definitions(
     location: str,
     project_module_file: str,
@@ -166,7 +185,7 @@ def location_definitions(
     """
     package_dir = Path(project_module_file).resolve().parent
     check_unique_names(f"{package_dir.name}.defs")
-    loaded = dg.load_from_defs_folder(path_within_project=package_dir)
+    loaded = load_defs_folder(package_dir)
     extras: list[dg.SensorDefinition] = []
     if _automated(loaded) and not any(
         isinstance(s, dg.AutomationConditionSensorDefinition) for s in loaded.sensors or []
