@@ -117,7 +117,7 @@ def check_unique_names(package: str) -> None:
                 )
 
 
-def eager_until_requested() -> dg.AutomationCondition:
+def eager_until_requested(wait_for_deps_in_progress: bool = True) -> dg.AutomationCondition:
     """Dagster's ``eager()``, except that an upstream update is forgotten only once a run is
     requested for it, not when some run of the asset lands.
 
@@ -126,23 +126,26 @@ def eager_until_requested() -> dg.AutomationCondition:
     of 15 upstream writes never reached the online store). Updates of deps made by the asset's
     own run still do not count (``any_deps_updated`` ignores them).
 
-    Nor does it wait while a dep is being rebuilt (``eager()``'s ``~any_deps_in_progress``): it
-    runs on what has landed, and again once the rebuild lands. With upstream changes every few
-    seconds the dbt runs follow one another, and the Feast materialization, waiting for a gap
-    between them, did not run for minutes (bench-freshness: no write online within 300 s).
-    A run of the asset itself still blocks the next (``~in_progress``), so each asset has at
-    most one run in flight.
+    ``wait_for_deps_in_progress=False`` drops ``eager()``'s ``~any_deps_in_progress``: the
+    asset runs on what has landed, and again once the rebuild going on upstream lands. For a
+    consumer of another location's long runs: with upstream changes every few seconds the dbt
+    runs follow one another, and the Feast materialization, waiting for a gap between them, did
+    not run for minutes (bench-freshness: no write online within 300 s). Within a location the
+    wait stays: it keeps one dbt build from being split into runs that queue for the build lock.
+    A run of the asset itself always blocks the next, so an asset has one run in flight.
     """
     condition = dg.AutomationCondition
     requested = (condition.newly_requested() | condition.initial_evaluation()).with_label(
         "requested"
     )
-    return (
+    due = (
         condition.in_latest_time_window()
         & (condition.newly_missing() | condition.any_deps_updated()).since(requested)
         & ~condition.any_deps_missing()
-        & ~condition.in_progress()
-    ).with_label("eager_until_requested")
+    )
+    if wait_for_deps_in_progress:
+        due = due & ~condition.any_deps_in_progress()
+    return (due & ~condition.in_progress()).with_label("eager_until_requested")
 
 
 def automation_sensor(location: str) -> dg.AutomationConditionSensorDefinition:
