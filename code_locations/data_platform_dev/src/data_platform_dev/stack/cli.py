@@ -431,9 +431,15 @@ def _location_loaded(name: str, port: int) -> bool:
 
 
 def code_server_argv(location: CodeLocation, port: int | str) -> list[str]:
-    """How the stack starts a location's code server (bench-load times this same command)."""
+    """How the stack starts a location's code server, as the charts do (bench-load times it).
+
+    ``dagster api grpc``, one process: ``dagster code-server start`` adds a proxy that imports
+    Dagster first and then the code in a subprocess, about 1.5 s more per start, so a UI
+    Reload can re-import the code. Without it, code that fails to load ends the process (the
+    supervisor, like Kubernetes, restarts it) and a code change needs a restart.
+    """
     return [
-        _bin("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(port),
+        _bin("dagster"), "api", "grpc", "-h", "127.0.0.1", "-p", str(port),
         "-m", location.module, "--location-name", location.name,
     ]  # fmt: skip
 
