@@ -1,8 +1,8 @@
 """A code location's one ``Definitions``: Dagster's own defs-folder loader, plus what it lacks.
 
 ``dg.load_from_defs_folder`` imports every module under a location's ``defs/`` and collects
-everything defined there. Three things it does not do, added here, and one it does that a
-code server can do without:
+everything defined there. Three things it does not do are added here, and one thing it does
+is left out:
 
 - name both modules when two define the same asset key, asset check, job/schedule/sensor name
   or resource key (Dagster fails such a load, but without saying where the two copies live),
