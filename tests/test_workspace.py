@@ -143,6 +143,30 @@ def test_dg_list_defs_works_in_each_location(location, definitions, tmp_path: Pa
     assert keys == {k.to_user_string() for k in graph.materializable_asset_keys}
 
 
+# Libraries a code server must not import to load a location (each costs 0.3 to 2 s of every
+# code server start and run): dg plugins the location does not use, pulled in by the plugin
+# catalogue of load_from_defs_folder, and libraries its steps import when they run.
+HEAVY_AT_LOAD = {"dagster_aws", "dagster_dbt", "dbt", "feast", "pandas", "pyarrow", "boto3"}
+NEEDED_AT_LOAD = {"transformation": {"dagster_dbt", "dbt"}}  # @dbt_assets reads the manifest
+
+
+@pytest.mark.parametrize("location", LOCATIONS, ids=lambda loc: loc.name)
+def test_loading_a_location_leaves_heavy_libraries_to_its_runs(location, tmp_path: Path):
+    probe = (
+        f"import sys, {location.module}; "
+        f"print(sorted(set({sorted(HEAVY_AT_LOAD)!r}) & {{m.split('.')[0] for m in sys.modules}}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    imported = set(ast.literal_eval(result.stdout.strip().splitlines()[-1]))
+    assert imported == NEEDED_AT_LOAD.get(location.name, set()), (
+        f"loading {location.module} imports {sorted(imported)}: import them inside the step or "
+        "resource method that uses them"
+    )
+
+
 # What a location image must never carry: the dev tooling package and the tools only it and the
 # root dev group use. httpx and msgspec are runtime dependencies of ingestion too.
 LOCK = tomllib.loads((REPO / "uv.lock").read_text())

@@ -154,8 +154,9 @@ def run(stack: Stack, args: argparse.Namespace, say: Any) -> dict[str, Any]:
         raise_if_stop_requested()
         now = time.monotonic()
         pending = [w for w in writes if w.reflected_after is None]
+        # every write gets its full timeout: the newest pending one decides when to stop
         if now >= writing_until and (
-            not pending or now - min(w.written_at for w in pending) > args.timeout
+            not pending or now - max(w.written_at for w in pending) > args.timeout
         ):
             break
         if now < writing_until and now >= next_write:

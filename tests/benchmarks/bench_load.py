@@ -3,11 +3,12 @@
 Not a test: it prints figures. It starts the local stack (every port a free one, state in a
 temporary directory) and waits until automation is quiet. Then, per location:
 
-- load: a second code server of the location, started the way the stack starts one
-  (``dagster code-server start``), on a free port; the seconds until it lists its
-  repositories (stack/cli.py's ``_location_loaded``). The median of ``--repeats`` starts,
-  one at a time. For comparison, ``dagster api grpc`` (one process, what the Helm chart's
-  user deployments run) and a bare ``import`` of the definitions module are timed too.
+- load: a second code server of the location, started with the stack's own command
+  (stack/cli.py's ``code_server_argv``), on a free port; the seconds until it lists its
+  repositories (``_location_loaded``, stricter than a health check). The median of
+  ``--repeats`` starts, one at a time. For comparison both of Dagster's commands are timed
+  (``dagster code-server start``: a proxy that imports the code in a subprocess, so it can
+  reload it; ``dagster api grpc``: one process) and a bare ``import`` of the module.
 - first step: one job launched through the webserver's GraphQL API (launchRun), with the
   seconds from the launch to its first STEP_START event, split into the phases of the run's
   events (queued until the daemon dequeues it, launch, run worker start-up, first step). A
@@ -27,6 +28,7 @@ import sys
 import time
 from typing import Any
 
+import psutil
 from dagster import DagsterEventType, DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 from data_platform.locations import CodeLocation
@@ -38,7 +40,7 @@ from data_platform_dev.stack.bench import (
     timestamped,
     wait_for_quiet,
 )
-from data_platform_dev.stack.cli import Stack, _bin, _location_loaded
+from data_platform_dev.stack.cli import Stack, _bin, _location_loaded, code_server_argv
 from data_platform_dev.stack.processes import ManagedProcess, free_port, raise_if_stop_requested
 
 JOBS = {
@@ -49,8 +51,18 @@ JOBS = {
 FINISHED = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE}
 
 
-def time_until_loaded(stack: Stack, location: CodeLocation, argv: list[str]) -> float:
-    """Seconds from spawning ``argv`` until the server lists the location's repositories."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children: unlike wall time, it hardly
+    grows when other work shares the cores."""
+    process = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
+
+
+def time_until_loaded(
+    stack: Stack, location: CodeLocation, argv: list[str], cpu: list[float] | None = None
+) -> float:
+    """Seconds from spawning ``argv`` until the server lists the location's repositories;
+    the CPU seconds spent by then are appended to ``cpu``."""
     port = free_port()
     argv = [a.replace("{port}", str(port)) for a in argv]
     log = stack.config.logs / f"bench-load-{location.name}.log"
@@ -67,7 +79,10 @@ def time_until_loaded(stack: Stack, location: CodeLocation, argv: list[str]) -> 
             if time.monotonic() - started > 120:
                 raise TimeoutError(f"{location.name} did not load within 120 s; see {log}")
             time.sleep(0.05)
-        return time.monotonic() - started
+        elapsed = time.monotonic() - started
+        if cpu is not None:
+            cpu.append(cpu_seconds(process.pid))
+        return elapsed
     finally:
         process.stop()
 
@@ -85,28 +100,38 @@ def time_import(stack: Stack, location: CodeLocation) -> float:
 
 
 def load_figures(stack: Stack, repeats: int, say: Any) -> dict[str, dict[str, float]]:
+    """Per location: the stack's own command (``load``), both of Dagster's server commands
+    beside it, and a bare import; medians of ``repeats`` starts, one at a time."""
     figures: dict[str, dict[str, float]] = {}
     for location in stack.config.locations:
-        code_server = [
-            _bin("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", "{port}",
-            "-m", location.module, "--location-name", location.name,
-        ]  # fmt: skip
-        api_grpc = [
-            _bin("dagster"), "api", "grpc", "-h", "127.0.0.1", "-p", "{port}",
-            "-m", location.module, "--location-name", location.name,
-        ]  # fmt: skip
-        timed = {
+        pointer = ["-m", location.module, "--location-name", location.name]
+        commands = {
+            "load": code_server_argv(location, "{port}"),
             "code_server": [
-                time_until_loaded(stack, location, code_server) for _ in range(repeats)
+                _bin("dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", "{port}",
+                *pointer,
             ],
-            "api_grpc": [time_until_loaded(stack, location, api_grpc) for _ in range(repeats)],
-            "import": [time_import(stack, location) for _ in range(repeats)],
+            "api_grpc": [
+                _bin("dagster"), "api", "grpc", "-h", "127.0.0.1", "-p", "{port}", *pointer,
+            ],
+        }  # fmt: skip
+        cpu: list[float] = []
+        timed = {
+            name: [
+                time_until_loaded(stack, location, argv, cpu if name == "load" else None)
+                for _ in range(repeats)
+            ]
+            for name, argv in commands.items()
         }
+        timed["import"] = [time_import(stack, location) for _ in range(repeats)]
+        timed["load_cpu"] = cpu
         figures[location.name] = {k: round(statistics.median(v), 2) for k, v in timed.items()}
+        f = figures[location.name]
         say(
-            f"load {location.name:15s} code-server start {figures[location.name]['code_server']:5.2f} s"
-            f"   api grpc {figures[location.name]['api_grpc']:5.2f} s"
-            f"   import of {location.module} {figures[location.name]['import']:5.2f} s"
+            f"load {location.name:15s} as the stack starts it {f['load']:5.2f} s"
+            f" ({f['load_cpu']:4.2f} s CPU)"
+            f"   code-server start {f['code_server']:5.2f} s   api grpc {f['api_grpc']:5.2f} s"
+            f"   import of {location.module} {f['import']:5.2f} s"
         )
     return figures
 
@@ -157,7 +182,10 @@ def main() -> None:
         say("timing new code servers")
         load = load_figures(stack, args.repeats, say)
     result = {
-        "load_s": {name: figures["code_server"] for name, figures in load.items()},
+        "load_s": {name: figures["load"] for name, figures in load.items()},
+        "load_command": " ".join(code_server_argv(stack.config.locations[0], "PORT")[1:4]),
+        "load_cpu_s": {name: figures["load_cpu"] for name, figures in load.items()},
+        "load_code_server_start_s": {n: figures["code_server"] for n, figures in load.items()},
         "load_api_grpc_s": {name: figures["api_grpc"] for name, figures in load.items()},
         "import_s": {name: figures["import"] for name, figures in load.items()},
         "first_step_s": steps,

@@ -55,7 +55,8 @@ def test_location_release_matches_the_registry(location: Any) -> None:
     assert item["name"] == location.deployment, "the Service is named after deployments[].name"
     assert item["port"] == location.port
     assert item["image"]["repository"] == location.image
-    assert item["codeServerArgs"] == ["-m", location.module, "--location-name", location.name]
+    assert item["dagsterApiGrpcArgs"] == ["-m", location.module, "--location-name", location.name]
+    assert "codeServerArgs" not in item, "one command per deployment (the chart prefers grpc)"
     assert item["includeConfigInLaunchedRuns"] == {"enabled": True}
     release_names = [r.name for r in pr.releases("dev") if r.chart == pr.LOCATION_CHART]
     assert location.deployment in release_names

@@ -200,3 +200,37 @@ def test_an_update_landing_during_a_run_is_not_forgotten():
 
     assert due_after_a_run_that_overlapped_an_update(eager_until_requested())
     assert not due_after_a_run_that_overlapped_an_update(dg.AutomationCondition.eager())
+
+
+def test_a_consumer_of_long_upstream_runs_takes_what_landed_while_the_next_one_runs():
+    """Without the wait, downstream runs on what has landed even while the next upstream run
+    is going; Dagster's eager() waits for a gap between upstream runs, which a busy upstream
+    never leaves."""
+    from dagster._core.execution.api import create_execution_plan
+
+    @dg.asset
+    def upstream() -> None: ...
+
+    def due_while_upstream_reruns(condition: dg.AutomationCondition) -> bool:
+        @dg.asset(deps=[upstream], automation_condition=condition)
+        def downstream() -> None: ...
+
+        defs = dg.Definitions(
+            assets=[upstream, downstream], jobs=[dg.define_asset_job("upstream_job", [upstream])]
+        )
+        instance = dg.DagsterInstance.ephemeral()
+        idle = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        dg.materialize([upstream], instance=instance)  # new data landed ...
+        job = defs.resolve_job_def("upstream_job")
+        instance.create_run_for_job(  # ... and the next upstream run is going
+            job,
+            asset_selection=frozenset({upstream.key}),
+            execution_plan=create_execution_plan(job),
+            status=dg.DagsterRunStatus.STARTED,
+        )
+        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=idle.cursor)
+        return any(r.key == downstream.key and r.true_subset.size for r in after.results)
+
+    assert due_while_upstream_reruns(eager_until_requested(wait_for_deps_in_progress=False))
+    assert not due_while_upstream_reruns(eager_until_requested())
+    assert not due_while_upstream_reruns(dg.AutomationCondition.eager())

@@ -1,7 +1,8 @@
 """A code location's one ``Definitions``: Dagster's own defs-folder loader, plus what it lacks.
 
 ``dg.load_from_defs_folder`` imports every module under a location's ``defs/`` and collects
-everything defined there. Three things it does not do, added here and nothing else:
+everything defined there. Three things it does not do are added here, and one thing it does
+is left out:
 
 - name both modules when two define the same asset key, asset check, job/schedule/sensor name
   or resource key (Dagster fails such a load, but without saying where the two copies live),
@@ -10,7 +11,10 @@ everything defined there. Three things it does not do, added here and nothing el
 - add a RUNNING automation sensor when the location has automated assets (Dagster's implicit
   one starts STOPPED, leaving cross-location automation waiting for a click);
 - run steps in the run's own process by default (a run is already its own process, a
-  Kubernetes Job in production; a subprocess per step would import the location again).
+  Kubernetes Job in production; a subprocess per step would import the location again);
+- skip the dg plugin catalogue: the loader also imports every package registered as a dg
+  plugin (dagster-dbt, dagster-aws...) to list their component types for the UI, which cost
+  1 to 2 s of every code server start, run and check, in locations that use none of them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
+from dagster._utils.warnings import suppress_dagster_warnings
 from dagster.components.definitions import LazyDefinitions
 
 
@@ -112,7 +117,7 @@ def check_unique_names(package: str) -> None:
                 )
 
 
-def eager_until_requested() -> dg.AutomationCondition:
+def eager_until_requested(wait_for_deps_in_progress: bool = True) -> dg.AutomationCondition:
     """Dagster's ``eager()``, except that an upstream update is forgotten only once a run is
     requested for it, not when some run of the asset lands.
 
@@ -120,18 +125,27 @@ def eager_until_requested() -> dg.AutomationCondition:
     handled when that run finishes, so it waits for the next upstream change (measured: 1 to 3
     of 15 upstream writes never reached the online store). Updates of deps made by the asset's
     own run still do not count (``any_deps_updated`` ignores them).
+
+    ``wait_for_deps_in_progress=False`` drops ``eager()``'s ``~any_deps_in_progress``: the
+    asset runs on what has landed, and again once the rebuild going on upstream lands. For a
+    consumer of another location's long runs: with upstream changes every few seconds the dbt
+    runs follow one another, and the Feast materialization, waiting for a gap between them, did
+    not run for minutes (bench-freshness: no write online within 300 s). Within a location the
+    wait stays: it keeps one dbt build from being split into runs that queue for the build lock.
+    A run of the asset itself always blocks the next, so an asset has one run in flight.
     """
     condition = dg.AutomationCondition
     requested = (condition.newly_requested() | condition.initial_evaluation()).with_label(
         "requested"
     )
-    return (
+    due = (
         condition.in_latest_time_window()
         & (condition.newly_missing() | condition.any_deps_updated()).since(requested)
         & ~condition.any_deps_missing()
-        & ~condition.any_deps_in_progress()
-        & ~condition.in_progress()
-    ).with_label("eager_until_requested")
+    )
+    if wait_for_deps_in_progress:
+        due = due & ~condition.any_deps_in_progress()
+    return (due & ~condition.in_progress()).with_label("eager_until_requested")
 
 
 def automation_sensor(location: str) -> dg.AutomationConditionSensorDefinition:
@@ -153,6 +167,20 @@ def _automated(defs: dg.Definitions) -> bool:
     )
 
 
+@suppress_dagster_warnings  # as load_from_defs_folder: its preview loaders warn on every load
+def load_defs_folder(path_within_project: Path) -> dg.Definitions:
+    """``dg.load_from_defs_folder`` without its plugin catalogue.
+
+    The same component tree builds the ``defs`` folder and is attached to the result, as the
+    loader does; left out are the catalogue of installed component types (the UI's list of
+    plugins) and components created in the UI (app-managed: this platform's are all in git).
+    """
+    tree = dg.ComponentTree.for_project(path_within_project)
+    return dg.Definitions.merge(
+        tree.build_defs(tree.defs_module_path), dg.Definitions(component_tree=tree)
+    )
+
+
 def location_definitions(
     location: str,
     project_module_file: str,
@@ -166,7 +194,7 @@ def location_definitions(
     """
     package_dir = Path(project_module_file).resolve().parent
     check_unique_names(f"{package_dir.name}.defs")
-    loaded = dg.load_from_defs_folder(path_within_project=package_dir)
+    loaded = load_defs_folder(package_dir)
     extras: list[dg.SensorDefinition] = []
     if _automated(loaded) and not any(
         isinstance(s, dg.AutomationConditionSensorDefinition) for s in loaded.sensors or []

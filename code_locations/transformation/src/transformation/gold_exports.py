@@ -18,14 +18,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from data_platform.resources import PostgresResource
 
 from transformation.gold_tables import GOLD_TABLES, PART_ROWS, write_parts
 from transformation.object_store import ExportStore
+
+if TYPE_CHECKING:  # pyarrow is imported by the readers only, not when the location loads
+    import pyarrow as pa
 
 MANIFEST = "gold/_manifest.json"
 _BUILD = re.compile(r"^gold/(?P<table>[^/]+)/build=(?P<build>(?P<at>\d{8}T\d{6}Z)-[^/]+)/")
@@ -114,6 +115,9 @@ def read_manifest(store: ExportStore) -> dict[str, Any]:
 
 def read_table(store: ExportStore, table: str, manifest: dict[str, Any] | None = None) -> pa.Table:
     """One gold table of one build (the current one unless a manifest is given)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     manifest = manifest or read_manifest(store)
     parts = [
         pq.read_table(io.BytesIO(store.read_bytes(name)))

@@ -5,29 +5,36 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-import pyarrow as pa
-import pyarrow.parquet as pq
 from psycopg import sql
+
+if TYPE_CHECKING:  # pyarrow is imported by the export steps only, not when the location loads
+    import pyarrow as pa
 
 GOLD_TABLES = ("user_journal_features", "game_type_stats")
 BATCH_ROWS = 50_000
 PART_ROWS = 1_000_000  # rows per Parquet object: ranged readers fetch parts independently
 
-# Postgres type names -> Arrow types; the gold contract uses only these
-_ARROW_TYPES = {
-    "bigint": pa.int64(),
-    "integer": pa.int32(),
-    "double precision": pa.float64(),
-    "text": pa.string(),
-    "date": pa.date32(),
-    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
-}
+
+def _arrow_types() -> dict[str, pa.DataType]:
+    """Postgres type names -> Arrow types; the gold contract uses only these."""
+    import pyarrow as pa
+
+    return {
+        "bigint": pa.int64(),
+        "integer": pa.int32(),
+        "double precision": pa.float64(),
+        "text": pa.string(),
+        "date": pa.date32(),
+        "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+    }
 
 
 def arrow_schema(conn: psycopg.Connection[Any], schema: str, table: str) -> pa.Schema:
+    import pyarrow as pa
+
     rows = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
@@ -35,10 +42,11 @@ def arrow_schema(conn: psycopg.Connection[Any], schema: str, table: str) -> pa.S
     ).fetchall()
     if not rows:
         raise LookupError(f"table {schema}.{table} does not exist: run the dbt models first")
-    unknown = [f"{name} ({kind})" for name, kind in rows if kind not in _ARROW_TYPES]
+    types = _arrow_types()
+    unknown = [f"{name} ({kind})" for name, kind in rows if kind not in types]
     if unknown:
         raise TypeError(f"{schema}.{table}: no Parquet type for column(s) {', '.join(unknown)}")
-    return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in rows])
+    return pa.schema([pa.field(name, types[kind]) for name, kind in rows])
 
 
 def export_query(
@@ -69,6 +77,9 @@ def write_parts(
     ends. Runs in the caller's transaction, so several tables can share one snapshot. Returns
     the rows of each part (at least one part, empty for an empty table).
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     arrow, query = export_query(conn, schema, table)
     counts: list[int] = []
     with conn.cursor(name=f"export_{table}") as cursor:

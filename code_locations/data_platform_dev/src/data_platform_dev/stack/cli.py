@@ -354,11 +354,7 @@ class Stack:
         )
 
     def _code_server_argv(self, location: CodeLocation) -> list[str]:
-        return [
-            _bin("dagster"), "code-server", "start",
-            "-h", "127.0.0.1", "-p", str(self.config.code_server_port(location)),
-            "-m", location.module, "--location-name", location.name,
-        ]  # fmt: skip
+        return code_server_argv(location, self.config.code_server_port(location))
 
     def _reload_in_ui(self, location: str) -> None:
         """What the UI's Reload button does, so the location shows LOADED at once.
@@ -432,6 +428,20 @@ def _location_loaded(name: str, port: int) -> bool:
     if isinstance(result, SerializableErrorInfo):
         raise StackError(f"code location {name} failed to load:\n{result.to_string()}")
     return True
+
+
+def code_server_argv(location: CodeLocation, port: int | str) -> list[str]:
+    """How the stack starts a location's code server, as the charts do (bench-load times it).
+
+    ``dagster api grpc``, one process: ``dagster code-server start`` adds a proxy that imports
+    Dagster first and then the code in a subprocess, about 1.5 s more per start, so a UI
+    Reload can re-import the code. Without it, code that fails to load ends the process (the
+    supervisor, like Kubernetes, restarts it) and a code change needs a restart.
+    """
+    return [
+        _bin("dagster"), "api", "grpc", "-h", "127.0.0.1", "-p", str(port),
+        "-m", location.module, "--location-name", location.name,
+    ]  # fmt: skip
 
 
 def _http_ok(url: str) -> bool:

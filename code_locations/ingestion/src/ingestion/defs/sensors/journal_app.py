@@ -20,7 +20,7 @@ from ingestion.raw_tables import read_cursors
 from ingestion.records import RECORD_TYPES, Tombstone, UpstreamError
 
 JOB = "ingest_journal_app_job"
-PROBE_INTERVAL_SECONDS = 15
+PROBE_INTERVAL_SECONDS = 5  # the daemon evaluates sensors at most every 5 s anyway
 FAILURE_BACKOFF_SECONDS = 300
 ENDPOINTS = tuple(t.endpoint for t in (*RECORD_TYPES, Tombstone))
 IN_FLIGHT = [

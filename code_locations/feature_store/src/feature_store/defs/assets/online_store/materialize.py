@@ -28,7 +28,8 @@ class MaterializeConfig(dg.Config):
     group_name="feature_store",
     deps=[USER_JOURNAL_FEATURES, GAME_TYPE_STATS],
     kinds={"feast", "redis"},
-    automation_condition=eager_until_requested(),
+    # dbt runs follow one another while upstream changes: take each gold build as it lands
+    automation_condition=eager_until_requested(wait_for_deps_in_progress=False),
     description="Applies feast_repo to the Feast registry (as `feast apply`: changed objects "
     "updated, removed ones deleted) and materializes the gold tables into Redis incrementally.",
 )
