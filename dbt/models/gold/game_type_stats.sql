@@ -30,10 +30,10 @@ with bounds as (
 ),
 
 recent_entries as (
+    {#- a scalar bound: the planner ranges over the entry_date index -#}
     select entries.*
     from {{ accepted_entries() }} as entries
-    cross join bounds
-    where entries.entry_date >= bounds.build_from - 29
+    where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
 ),
 
 spine as (

@@ -24,6 +24,7 @@
             {'columns': ['created_at']},
             {'columns': ['_loaded_at']},
         ],
+        meta={'changed_rows': '_loaded_at'},
         pre_hook="{{ create_entry_changes() }}",
         post_hook="{{ log_entry_changes() }}",
     )
