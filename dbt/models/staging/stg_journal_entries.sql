@@ -23,6 +23,7 @@
             {'columns': ['user_id']},
             {'columns': ['created_at']},
             {'columns': ['_loaded_at']},
+            {'columns': ['_ingested_at']},
         ],
         meta={'changed_rows': '_loaded_at'},
         pre_hook="{{ create_entry_changes() }}",
