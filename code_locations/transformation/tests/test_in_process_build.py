@@ -89,3 +89,37 @@ def test_incremental_builds_test_the_rows_they_wrote(raw_tables, build_gold, row
     )
     assert not result.success
     assert [r.failures for r in result.result.results] == [1]
+
+
+def test_source_freshness_runs_in_process(raw_tables, dbt_warehouse) -> None:
+    """`dbt source freshness` on the prepared manifest: fresh raw entries pass, stale warn."""
+    import dagster as dg
+    from transformation.dbt_config import dbt_cli
+    from transformation.defs.assets.transformations.source_freshness import (
+        CHECK_NAME,
+        raw_source_freshness,
+    )
+
+    def evaluate(hours_ago: int) -> dg.AssetCheckEvaluation:
+        with raw_tables.connect() as conn:
+            conn.execute("DELETE FROM raw.journal_entries")
+            conn.execute(
+                "INSERT INTO raw.journal_entries (id, created_at, updated_at, user_id, "
+                "game_type_id, duration_minutes, score, mood, _ingested_at) VALUES (1, now(), "
+                "now(), 1, 1, 5, 50, 4, now() - make_interval(hours => %s))",
+                [hours_ago],
+            )
+        result = dg.materialize(
+            [raw_source_freshness],
+            resources={"dbt": dbt_cli(), "postgres": dbt_warehouse},
+            selection=dg.AssetSelection.checks(
+                dg.AssetCheckKey(dg.AssetKey("journal_entries"), CHECK_NAME)
+            ),
+        )
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    fresh = evaluate(0)
+    assert fresh.passed, fresh.metadata
+    stale = evaluate(3)  # warn after 2 hours
+    assert not stale.passed and stale.severity == dg.AssetCheckSeverity.WARN, stale.metadata

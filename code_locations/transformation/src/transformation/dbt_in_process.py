@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,39 @@ def _raw_event(message: Any) -> dict[str, Any]:
     return msg_to_dict(message)
 
 
+def run_dbt(
+    args: Sequence[str],
+    *,
+    project: DbtProject,
+    database: str,
+    target_path: Path,
+    callbacks: Sequence[Callable[[Any], None]] = (),
+    project_dir: Path | None = None,
+) -> Any:
+    """`dbt <args>` through dbtRunner on the prepared manifest; dbt's result (artifacts in
+    ``target_path``)."""
+    from dbt.cli.main import dbtRunner
+
+    runner = dbtRunner(
+        manifest=dbt_manifest(project.manifest_path, database), callbacks=list(callbacks)
+    )
+    return runner.invoke(
+        [
+            *args,
+            "--project-dir",
+            str(project_dir or project.project_dir),
+            "--profiles-dir",
+            str(project.profiles_dir),
+            "--target-path",
+            str(target_path),
+            "--log-path",
+            str(target_path),
+            "--no-send-anonymous-usage-stats",
+            "--quiet",
+        ]
+    )
+
+
 def dbt_build_events(
     args: Sequence[str],
     *,
@@ -83,8 +116,6 @@ def dbt_build_events(
     With a context, dbt runs what the context selected (as DbtCliResource.cli does); raises
     DagsterDbtCliRuntimeError, after every event, when dbt reports an error.
     """
-    from dbt.cli.main import dbtRunner
-
     params = get_updated_cli_invocation_params_for_context(
         context=context,
         manifest=validate_manifest(manifest) if manifest else {},
@@ -94,20 +125,6 @@ def dbt_build_events(
     selection = list(params.selection_args)
     if params.indirect_selection:
         selection += ["--indirect-selection", params.indirect_selection]
-    command = [
-        *args,
-        *selection,
-        "--project-dir",
-        str(dbt_project.project_dir),
-        "--profiles-dir",
-        str(project.profiles_dir),
-        "--target-path",
-        str(target_path),
-        "--log-path",
-        str(target_path),
-        "--no-send-anonymous-usage-stats",
-        "--quiet",
-    ]
     events: queue.Queue[Any] = queue.Queue()
 
     def on_event(message: Any) -> None:
@@ -118,10 +135,14 @@ def dbt_build_events(
 
     def invoke() -> None:
         try:
-            runner = dbtRunner(
-                manifest=dbt_manifest(project.manifest_path, database), callbacks=[on_event]
+            outcome["result"] = run_dbt(
+                [*args, *selection],
+                project=project,
+                database=database,
+                target_path=target_path,
+                callbacks=[on_event],
+                project_dir=Path(dbt_project.project_dir),
             )
-            outcome["result"] = runner.invoke(command)
         except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
             outcome["error"] = error
         finally:
