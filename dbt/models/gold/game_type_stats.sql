@@ -13,6 +13,7 @@
         unique_key=['game_type_id', 'feature_date'],
         on_schema_change='fail',
         pre_hook="{{ gold_bounds_hook() }}",
+        post_hook="{{ analyze_if_new() }}",
         indexes=[
             {'columns': ['game_type_id', 'feature_date'], 'unique': True},
             {'columns': ['event_timestamp']},

@@ -14,6 +14,7 @@
         unique_key=['user_id', 'feature_date'],
         on_schema_change='fail',
         pre_hook="{{ gold_bounds_hook() }}",
+        post_hook="{{ analyze_if_new() }}",
         indexes=[
             {'columns': ['user_id', 'feature_date'], 'unique': True},
             {'columns': ['feature_date']},

@@ -27,7 +27,7 @@
         ],
         meta={'changed_rows': '_loaded_at'},
         pre_hook="{{ create_entry_changes() }}",
-        post_hook="{{ log_entry_changes() }}",
+        post_hook=["{{ log_entry_changes() }}", "{{ analyze_if_new() }}"],
     )
 }}
 {%- set deletions = deletions_relation() if execute else none %}

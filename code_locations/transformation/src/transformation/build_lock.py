@@ -32,5 +32,7 @@ def dbt_build_lock(
         if not (row and row[0]):
             on_wait("another dbt build holds the warehouse's build lock: waiting for it")
             conn.execute("SELECT pg_advisory_lock(%s)", [BUILD_LOCK_KEY])
-        (locked_at,) = conn.execute("SELECT now()").fetchone() or (None,)
+        row = conn.execute("SELECT now()").fetchone()
+        assert row is not None
+        locked_at: datetime = row[0]
         yield locked_at  # closing the connection releases the lock
