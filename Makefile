@@ -102,8 +102,8 @@ deploy: install ## helm upgrade --install every release, in order, against the c
 bench-features: install ## gold by dbt (90 days) -> Redis, full and incremental, vs raw COPY/HSET; reads 1/100 users and 32 clients (ARGS="--entries 100000 1000000")
 	$(RUN) python -m tests.benchmarks.bench_features $(ARGS)
 
-bench-transform: install ## dbt build over 1,000,000 entries and 10,000 users, then an incremental run after +1%
-	$(RUN) python -m tests.benchmarks.bench_transform
+bench-transform: install ## dbt full build over 1,000,000 entries (ARGS="--entries N"), then an incremental build after +1%; ratio
+	$(RUN) python -m tests.benchmarks.bench_transform $(ARGS)
 
 dbt-manifest: install ## Prepare dbt/target/manifest.json (dbt parse: no database needed), as the image build does
 	$(RUN) dagster-dbt project prepare-and-package --file code_locations/transformation/src/transformation/dbt_config.py

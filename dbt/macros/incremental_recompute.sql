@@ -98,6 +98,10 @@
         {%- endif %} as build_from,
         {{ gold_as_of() }} as as_of_timestamp,
         ({{ gold_as_of() }} at time zone 'UTC')::date as as_of_date;
+    -- one row: without statistics the planner guesses a thousand and picks whole-table plans
+    analyze pg_temp.gold_build_bounds;
+    -- the windows sort a row per entity and day: in memory, not in temporary files
+    set local work_mem = '64MB';
 {%- endmacro %}
 
 

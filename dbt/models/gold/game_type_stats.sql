@@ -13,6 +13,7 @@
         unique_key=['game_type_id', 'feature_date'],
         on_schema_change='fail',
         pre_hook="{{ gold_bounds_hook() }}",
+        post_hook="{{ analyze_if_new() }}",
         indexes=[
             {'columns': ['game_type_id', 'feature_date'], 'unique': True},
             {'columns': ['event_timestamp']},
@@ -30,10 +31,10 @@ with bounds as (
 ),
 
 recent_entries as (
+    {#- a scalar bound: the planner ranges over the entry_date index -#}
     select entries.*
     from {{ accepted_entries() }} as entries
-    cross join bounds
-    where entries.entry_date >= bounds.build_from - 29
+    where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
 ),
 
 spine as (

@@ -14,6 +14,7 @@
         unique_key=['user_id', 'feature_date'],
         on_schema_change='fail',
         pre_hook="{{ gold_bounds_hook() }}",
+        post_hook="{{ analyze_if_new() }}",
         indexes=[
             {'columns': ['user_id', 'feature_date'], 'unique': True},
             {'columns': ['feature_date']},
@@ -29,31 +30,8 @@ with bounds as (
     select * from {{ gold_bounds() }} as bounds
 ),
 
-entries as (
-    select * from {{ accepted_entries() }} as accepted
-),
-
-first_entries as (
-    select user_id, min(entry_date) as first_entry_date
-    from entries
-    group by user_id
-),
-
-spine as (
-    select
-        first_entries.user_id,
-        day::date as feature_date,
-        greatest(first_entries.first_entry_date, bounds.build_from - 29) as window_start
-    from first_entries
-    cross join bounds
-    cross join lateral generate_series(
-        greatest(first_entries.first_entry_date, bounds.build_from - 29),
-        bounds.as_of_date,
-        interval '1 day'
-    ) as day
-    where bounds.build_from is not null
-),
-
+{#- scalar subqueries, not joins: the planner then ranges over the entry_date and feature_date
+    indexes instead of scanning every entry and every kept row -#}
 daily as (
     select
         entries.user_id,
@@ -65,9 +43,8 @@ daily as (
         {%- for id in game_type_ids %},
         count(*) filter (where entries.game_type_id = {{ id }}) as game_type_{{ id }}
         {%- endfor %}
-    from entries
-    cross join bounds
-    where entries.entry_date >= bounds.build_from - 29
+    from {{ accepted_entries() }} as entries
+    where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
     group by entries.user_id, entries.entry_date
 ),
 
@@ -80,12 +57,38 @@ earlier as (
         case when kept.days_since_last_entry = 0 then kept.current_streak_days else 0 end
             as run_days
     from {{ this }} as kept
-    cross join bounds
-    where kept.feature_date = bounds.build_from - 30
+    where kept.feature_date = (select build_from - 30 from {{ gold_bounds() }} as bounds)
     {%- else %}
     select null::bigint as user_id, null::date as last_entry_date, null::integer as run_days
     where false
     {%- endif %}
+),
+
+{#- each user's first day in the window: a user with a kept row before the window had entries
+    before it (rows run without a gap from the first entry), every other user's first entry
+    lies inside it -#}
+window_starts as (
+    select
+        coalesce(earlier.user_id, first_days.user_id) as user_id,
+        case
+            when earlier.user_id is not null then bounds.build_from - 29
+            else first_days.first_entry_date
+        end as window_start
+    from (
+        select user_id, min(entry_date) as first_entry_date from daily group by user_id
+    ) as first_days
+    full join earlier on earlier.user_id = first_days.user_id
+    cross join bounds
+),
+
+spine as (
+    select window_starts.user_id, day::date as feature_date, window_starts.window_start
+    from window_starts
+    cross join bounds
+    cross join lateral generate_series(
+        window_starts.window_start, bounds.as_of_date, interval '1 day'
+    ) as day
+    where bounds.build_from is not null
 ),
 
 windowed as (

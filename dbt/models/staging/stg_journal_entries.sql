@@ -23,9 +23,11 @@
             {'columns': ['user_id']},
             {'columns': ['created_at']},
             {'columns': ['_loaded_at']},
+            {'columns': ['_ingested_at']},
         ],
+        meta={'changed_rows': '_loaded_at'},
         pre_hook="{{ create_entry_changes() }}",
-        post_hook="{{ log_entry_changes() }}",
+        post_hook=["{{ log_entry_changes() }}", "{{ analyze_if_new() }}"],
     )
 }}
 {%- set deletions = deletions_relation() if execute else none %}

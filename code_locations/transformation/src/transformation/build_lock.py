@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from data_platform.resources import PostgresResource
 
@@ -20,11 +21,18 @@ BUILD_LOCK_KEY = 0x6462746275696C64
 @contextmanager
 def dbt_build_lock(
     postgres: PostgresResource, on_wait: Callable[[str], None] = lambda message: None
-) -> Iterator[None]:
-    """Hold the warehouse's build lock (session level: a crashed run's lock goes with it)."""
+) -> Iterator[datetime]:
+    """Hold the warehouse's build lock (session level: a crashed run's lock goes with it).
+
+    Yields the warehouse's clock once the lock is held: every row the build writes is stamped
+    at or after it (the rows its tests read, changed_rows.sql).
+    """
     with postgres.connect(autocommit=True) as conn:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", [BUILD_LOCK_KEY]).fetchone()
         if not (row and row[0]):
             on_wait("another dbt build holds the warehouse's build lock: waiting for it")
             conn.execute("SELECT pg_advisory_lock(%s)", [BUILD_LOCK_KEY])
-        yield  # closing the connection releases the lock
+        row = conn.execute("SELECT now()").fetchone()
+        assert row is not None
+        locked_at: datetime = row[0]
+        yield locked_at  # closing the connection releases the lock

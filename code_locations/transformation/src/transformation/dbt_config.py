@@ -7,11 +7,15 @@ parses it into dbt/target/manifest.json at image build; keeping it apart from th
 
 import shutil
 import sys
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from importlib.metadata import version as installed_version
 from pathlib import Path
+from typing import Any
 
-from dagster_dbt import DbtCliResource, DbtProject
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
+from dagster_dbt.dbt_manifest import DbtManifestParam
 from packaging.version import Version
 
 # code_locations/transformation/src/transformation/dbt_config.py -> the repository's dbt/
@@ -27,7 +31,8 @@ def dbt_executable() -> str:
 
 
 class WarehouseDbtCli(DbtCliResource):
-    """DbtCliResource that knows dbt's version from the installed package.
+    """DbtCliResource that knows dbt's version from the installed package, and builds in the
+    step's own process.
 
     The stock resource runs `dbt --version` before each command: a whole dbt start-up (seconds)
     plus a PyPI request for the latest release, which a pod without egress waits on.
@@ -37,8 +42,32 @@ class WarehouseDbtCli(DbtCliResource):
     def _cli_version(self) -> Version:
         return Version(installed_version("dbt-core"))
 
+    def run_in_process(
+        self,
+        args: Sequence[str],
+        *,
+        database: str,
+        context: dg.AssetExecutionContext | None = None,
+        manifest: DbtManifestParam | None = None,
+        dagster_dbt_translator: DagsterDbtTranslator | None = None,
+    ) -> Iterator[Any]:
+        """`dbt <args>` through dbt's Python API on the prepared manifest (no start-up, no
+        parse): the Dagster events .cli(...).stream() would yield (dbt_in_process.py)."""
+        from transformation.dbt_in_process import dbt_build_events
 
-def dbt_cli(project: DbtProject = dbt_project) -> DbtCliResource:
+        project = DbtProject(project_dir=self.project_dir, profiles_dir=self.profiles_dir)
+        return dbt_build_events(
+            args,
+            project=project,
+            database=database,
+            target_path=self._get_unique_target_path(context=context),
+            context=context,
+            manifest=manifest or project.manifest_path,
+            translator=dagster_dbt_translator,
+        )
+
+
+def dbt_cli(project: DbtProject = dbt_project) -> WarehouseDbtCli:
     """The dbt CLI on a project; the profile picks its target from DBT_TARGET at run time."""
     # DbtCliResource.__init__ takes a DbtProject; mypy only sees the pydantic field (str)
     return WarehouseDbtCli(project_dir=project, dbt_executable=dbt_executable())  # type: ignore[arg-type]

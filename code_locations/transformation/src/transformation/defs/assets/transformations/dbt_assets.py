@@ -4,11 +4,11 @@ import json
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster_dbt import DbtCliResource, dbt_assets
+from dagster_dbt import dbt_assets
 from data_platform.resources import PostgresResource
 
 from transformation.build_lock import dbt_build_lock
-from transformation.dbt_config import dbt_project
+from transformation.dbt_config import WarehouseDbtCli, dbt_project
 from transformation.manifest import ensure_manifest
 from transformation.translator import warehouse_translator
 
@@ -20,15 +20,21 @@ from transformation.translator import warehouse_translator
     name="dbt_analytics",
 )
 def dbt_analytics(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, postgres: PostgresResource
+    context: dg.AssetExecutionContext, dbt: WarehouseDbtCli, postgres: PostgresResource
 ):
-    """`dbt build` of the selected models and tests, one build at a time per warehouse.
+    """`dbt build` of the selected models and tests, one build at a time per warehouse, in
+    this process on the prepared manifest.
 
     Both gold tables describe one moment, the build's start (var as_of), taken once the
-    build holds the lock.
+    build holds the lock. Tests read the rows written since the lock was taken
+    (var changed_since): every row after a first build or a full rewrite, the changed ones
+    after an incremental build.
     """
-    with dbt_build_lock(postgres, on_wait=context.log.info):
-        as_of = datetime.now(UTC).isoformat()
-        yield from dbt.cli(
-            ["build", "--vars", json.dumps({"as_of": as_of})], context=context
-        ).stream()
+    with dbt_build_lock(postgres, on_wait=context.log.info) as locked_at:
+        build_vars = {
+            "as_of": datetime.now(UTC).isoformat(),
+            "changed_since": locked_at.isoformat(),
+        }
+        yield from dbt.run_in_process(
+            ["build", "--vars", json.dumps(build_vars)], database=postgres.database, context=context
+        )

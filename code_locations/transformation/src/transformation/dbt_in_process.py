@@ -1,0 +1,177 @@
+"""dbt in the step's own process, on the manifest the location already loaded.
+
+`dbt build` as a subprocess pays dbt's start-up and a whole parse on every build: dbt drops its
+partial-parse cache whenever --vars change, and every build passes a new as_of. Here dbt runs
+through its Python API (dbtRunner) on manifest.json, read once per process, and its events
+become the same Dagster events DbtCliResource.cli(...).stream() yields.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtProject
+from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
+from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+from dagster_dbt.dbt_manifest import DbtManifestParam, validate_manifest
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
+
+if TYPE_CHECKING:
+    from dbt.contracts.graph.manifest import Manifest
+
+_RESULT_EVENTS = {"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult"}
+_manifests: dict[tuple[Path, float, str], Manifest] = {}
+_DONE = object()
+
+
+def dbt_manifest(path: Path, database: str) -> Manifest:
+    """manifest.json as dbt's Manifest, its relations in ``database``; read once per process.
+
+    The manifest was parsed where it was built (an image build, another warehouse): its nodes
+    carry that database, and Postgres refuses a query that names another database.
+    """
+    key = (path, path.stat().st_mtime, database)
+    if key not in _manifests:
+        from dbt.contracts.graph.manifest import Manifest, WritableManifest
+        from dbt.contracts.graph.nodes import GenericTestNode
+
+        manifest = Manifest.from_writable_manifest(
+            WritableManifest.read_and_check_versions(str(path))
+        )
+        # the artifact's node union reads every test as a singular one: generic tests lose
+        # their test_metadata (the arguments of unique, relationships, ...) and fail to compile
+        for unique_id, node in json.loads(path.read_text())["nodes"].items():
+            if node["resource_type"] == "test" and node.get("test_metadata"):
+                manifest.nodes[unique_id] = GenericTestNode.from_dict(node)
+        for node in [*manifest.nodes.values(), *manifest.sources.values()]:
+            built_in = getattr(node, "database", None)
+            if built_in and built_in != database:
+                node.database = database
+                if node.relation_name and node.relation_name.startswith(f'"{built_in}".'):
+                    node.relation_name = f'"{database}".' + node.relation_name[len(built_in) + 3 :]
+        manifest.build_flat_graph()  # the `graph` macros read (dbt builds it when it parses)
+        _manifests.clear()
+        _manifests[key] = manifest
+    return _manifests[key]
+
+
+def _raw_event(message: Any) -> dict[str, Any]:
+    """An event as dbt's JSON log line has it (what DbtCliEventMessage reads)."""
+    from dbt_common.events.functions import msg_to_dict
+
+    return msg_to_dict(message)
+
+
+def run_dbt(
+    args: Sequence[str],
+    *,
+    project: DbtProject,
+    database: str,
+    target_path: Path,
+    callbacks: Sequence[Callable[[Any], None]] = (),
+    project_dir: Path | None = None,
+) -> Any:
+    """`dbt <args>` through dbtRunner on the prepared manifest; dbt's result (artifacts in
+    ``target_path``)."""
+    from dbt.cli.main import dbtRunner
+
+    runner = dbtRunner(
+        manifest=dbt_manifest(project.manifest_path, database), callbacks=list(callbacks)
+    )
+    return runner.invoke(
+        [
+            *args,
+            "--project-dir",
+            str(project_dir or project.project_dir),
+            "--profiles-dir",
+            str(project.profiles_dir),
+            "--target-path",
+            str(target_path),
+            "--log-path",
+            str(target_path),
+            "--no-send-anonymous-usage-stats",
+            "--quiet",
+        ]
+    )
+
+
+def dbt_build_events(
+    args: Sequence[str],
+    *,
+    project: DbtProject,
+    database: str,
+    target_path: Path,
+    context: dg.AssetExecutionContext | None = None,
+    manifest: DbtManifestParam | None = None,
+    translator: DagsterDbtTranslator | None = None,
+) -> Iterator[Any]:
+    """Run a dbt command in this process and yield its Dagster events as nodes finish.
+
+    With a context, dbt runs what the context selected (as DbtCliResource.cli does); raises
+    DagsterDbtCliRuntimeError, after every event, when dbt reports an error.
+    """
+    params = get_updated_cli_invocation_params_for_context(
+        context=context,
+        manifest=validate_manifest(manifest) if manifest else {},
+        dagster_dbt_translator=translator or DagsterDbtTranslator(),
+    )
+    dbt_project = params.dbt_project or project
+    selection = list(params.selection_args)
+    if params.indirect_selection:
+        selection += ["--indirect-selection", params.indirect_selection]
+    events: queue.Queue[Any] = queue.Queue()
+
+    def on_event(message: Any) -> None:
+        if message.info.name in _RESULT_EVENTS:
+            events.put(_raw_event(message))
+
+    outcome: dict[str, Any] = {}
+
+    def invoke() -> None:
+        try:
+            outcome["result"] = run_dbt(
+                [*args, *selection],
+                project=project,
+                database=database,
+                target_path=target_path,
+                callbacks=[on_event],
+                project_dir=Path(dbt_project.project_dir),
+            )
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = error
+        finally:
+            events.put(_DONE)
+
+    worker = threading.Thread(target=invoke, name="dbt", daemon=True)
+    worker.start()
+    translator = params.dagster_dbt_translator
+    failed = []
+    while (raw := events.get()) is not _DONE:
+        event = DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={})
+        if context is not None:
+            context.log.info(str(event))
+        status = raw["data"].get("status") or raw["data"]["node_info"].get("node_status")
+        if str(status).lower() in {"error", "fail"}:
+            failed.append(raw["data"]["node_info"]["unique_id"])
+        yield from event.to_default_asset_events(
+            manifest=params.manifest,
+            dagster_dbt_translator=translator,
+            context=context,
+            target_path=target_path,
+            project=dbt_project,
+        )
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+    if not result.success:
+        raise DagsterDbtCliRuntimeError(
+            description=f"dbt {' '.join(args)} failed (target {target_path}): "
+            f"{', '.join(failed) or result.exception}"
+        )

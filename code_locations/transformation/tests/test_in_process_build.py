@@ -1,0 +1,125 @@
+"""dbt in the run's own process on the prepared manifest, and tests that read the rows a build
+wrote: an incremental build tests its own rows, a test without the build's start every row."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+DAY = timedelta(days=1)
+
+
+def test_the_prepared_manifest_runs_against_any_warehouse(tmp_path) -> None:
+    """manifest.json names the database it was parsed with; the build's relations use ours."""
+    from transformation.dbt_config import dbt_project
+    from transformation.dbt_in_process import dbt_manifest
+    from transformation.manifest import ensure_manifest
+
+    manifest = dbt_manifest(ensure_manifest(dbt_project), "elsewhere")
+    models = [n for n in manifest.nodes.values() if n.resource_type == "model"]
+    assert models and {n.database for n in models} == {"elsewhere"}
+    assert all(n.relation_name.startswith('"elsewhere".') for n in models)
+    assert {s.database for s in manifest.sources.values()} == {"elsewhere"}
+    generic = [n for n in manifest.nodes.values() if n.resource_type == "test"]
+    assert all(n.test_metadata is not None for n in generic), "generic tests lost their arguments"
+
+
+def test_incremental_builds_test_the_rows_they_wrote(raw_tables, build_gold, rows) -> None:
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    with raw_tables.connect() as conn:
+        conn.execute(
+            "INSERT INTO raw.game_types (id, created_at, updated_at, name, category) "
+            "VALUES (1, now(), now(), 'chess', 'strategy')"
+        )
+        conn.execute(
+            "INSERT INTO raw.users (id, created_at, updated_at, name, email) "
+            "VALUES (1, now(), now(), 'user 1', 'u1@example.com')"
+        )
+        for entry_id, days_ago in enumerate((20, 10, 2), start=1):
+            at = midnight - days_ago * DAY + timedelta(hours=9)
+            conn.execute(
+                "INSERT INTO raw.journal_entries (id, created_at, updated_at, user_id, "
+                "game_type_id, duration_minutes, score, mood) VALUES (%s, %s, %s, 1, 1, 10, 100, 3)",
+                [entry_id, at, at],
+            )
+
+    first = build_gold()
+    assert first.success
+    checks = first.get_asset_check_evaluations()
+    assert len(checks) > 40 and all(c.passed for c in checks)
+    materialized = {m.asset_key.path[-1] for m in first.get_asset_materialization_events()}
+    assert {"stg_journal_entries", "user_journal_features", "game_type_stats"} <= materialized
+
+    # a row written by an earlier build, broken behind dbt's back: no build wrote it since
+    with raw_tables.connect() as conn:
+        conn.execute(
+            "UPDATE gold.user_journal_features SET entries_7d = -1 WHERE feature_date = %s",
+            [(midnight - 15 * DAY).date()],
+        )
+        conn.execute(
+            "INSERT INTO raw.journal_entries (id, created_at, updated_at, user_id, "
+            "game_type_id, duration_minutes, score, mood) VALUES (4, now(), now(), 1, 1, 5, 50, 4)"
+        )
+    second = build_gold()
+    assert second.success
+    assert all(c.passed for c in second.get_asset_check_evaluations())
+    (written,) = rows(
+        "SELECT min(feature_date) AS first FROM gold.user_journal_features "
+        "WHERE updated_at = (SELECT max(updated_at) FROM gold.user_journal_features)"
+    )
+    assert written["first"] > (midnight - 15 * DAY).date(), "the build rewrote the broken row"
+
+    # the same test without the build's start reads every row, and finds it
+    from dbt.cli.main import dbtRunner
+    from transformation.dbt_config import DBT_PROJECT_DIR
+
+    result = dbtRunner().invoke(
+        [
+            "test",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR / "profiles"),
+            "--quiet",
+            "--select",
+            "accepted_range_user_journal_features_entries_7d__0",
+            "--vars",
+            json.dumps({"as_of": datetime.now(UTC).isoformat()}),
+        ]
+    )
+    assert not result.success
+    assert [r.failures for r in result.result.results] == [1]
+
+
+def test_source_freshness_runs_in_process(raw_tables, dbt_warehouse) -> None:
+    """`dbt source freshness` on the prepared manifest: fresh raw entries pass, stale warn."""
+    import dagster as dg
+    from transformation.dbt_config import dbt_cli
+    from transformation.defs.assets.transformations.source_freshness import (
+        CHECK_NAME,
+        raw_source_freshness,
+    )
+
+    def evaluate(hours_ago: int) -> dg.AssetCheckEvaluation:
+        with raw_tables.connect() as conn:
+            conn.execute("DELETE FROM raw.journal_entries")
+            conn.execute(
+                "INSERT INTO raw.journal_entries (id, created_at, updated_at, user_id, "
+                "game_type_id, duration_minutes, score, mood, _ingested_at) VALUES (1, now(), "
+                "now(), 1, 1, 5, 50, 4, now() - make_interval(hours => %s))",
+                [hours_ago],
+            )
+        result = dg.materialize(
+            [raw_source_freshness],
+            resources={"dbt": dbt_cli(), "postgres": dbt_warehouse},
+            selection=dg.AssetSelection.checks(
+                dg.AssetCheckKey(dg.AssetKey("journal_entries"), CHECK_NAME)
+            ),
+        )
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    fresh = evaluate(0)
+    assert fresh.passed, fresh.metadata
+    stale = evaluate(3)  # warn after 2 hours
+    assert not stale.passed and stale.severity == dg.AssetCheckSeverity.WARN, stale.metadata
