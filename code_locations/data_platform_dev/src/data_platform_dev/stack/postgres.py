@@ -200,13 +200,17 @@ def _stores_release() -> Any:
     return next(r for r in releases.releases("dev") if r.name == releases.STORES_RELEASE)
 
 
-def team_roles() -> dict[str, str]:
-    """team (postgres.teamRoles key) -> role name, as the stores chart's values name them."""
+def stores_values() -> dict[str, Any]:
+    """The stores chart's development values, its defaults included."""
     from data_platform_dev.releases import core as releases
 
     defaults = releases.load_yaml(releases.STORES_CHART_DIR / "values.yaml")
-    values = releases.deep_merge(defaults, _stores_release().values())
-    configured = values["postgres"]["teamRoles"]
+    return releases.deep_merge(defaults, _stores_release().values())
+
+
+def team_roles() -> dict[str, str]:
+    """team (postgres.teamRoles key) -> role name, as the stores chart's values name them."""
+    configured = stores_values()["postgres"]["teamRoles"]
     return {team: str(configured[team]["role"]) for team in TEAMS}
 
 
