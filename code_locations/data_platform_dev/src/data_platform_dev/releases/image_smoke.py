@@ -300,12 +300,14 @@ def create_run(host_home: Path, port: int, location_name: str) -> Any:
     return instance, run
 
 
-def landed_rows(warehouse_url: str) -> int:
+def landed_rows(warehouse_url: str) -> tuple[int, set[str]]:
+    """Rows in raw.journal_entries, and the roles owning raw's tables (the roles that made them)."""
     import psycopg
 
     with psycopg.connect(warehouse_url) as conn:
         row = conn.execute("SELECT count(*) FROM raw.journal_entries").fetchone()
-    return int(row[0]) if row else 0
+        owners = conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'raw'")
+        return (int(row[0]) if row else 0), {owner for (owner,) in owners}
 
 
 def run_in_image(
@@ -380,12 +382,14 @@ def run_in_image(
         raise RuntimeError(
             f"run {run.run_id} in {image}: status {status}, exit code {exit_code}:\n{logs}"
         )
-    landed = landed_rows(servers_url)
+    landed, owners = landed_rows(servers_url)
     if landed < UPSTREAM["entries"]:
         raise RuntimeError(f"run {run.run_id} succeeded but raw.journal_entries has {landed} rows")
+    if owners != {environment["POSTGRES_USER"]}:
+        raise RuntimeError(f"raw's tables are owned by {owners}, not the run's role")
     log(
         f"run {run.run_id} of {SMOKE_JOB} in {image}: RUN_SUCCESS (pod exit code {exit_code}), "
-        f"{landed} rows in raw.journal_entries"
+        f"{landed} rows in raw.journal_entries, written as role {environment['POSTGRES_USER']}"
     )
     instance.dispose()
     return time.monotonic() - started
