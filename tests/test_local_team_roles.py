@@ -1,12 +1,17 @@
-"""The `team_databases` fixture gives a test the Kubernetes grants (the stores chart's
-team-roles.sh): the ingestion location's real assets load raw as the ingestion role, and the
-same load as another team's role is refused before it writes a row."""
+"""The Kubernetes grants on this machine. The `team_databases` fixture gives a test the stores
+chart's team-roles.sh: the ingestion location's real assets load raw as the ingestion role, and
+the same load as another team's role is refused before it writes a row. The local stack keeps
+each role's generated password in its secrets.env, added to a state dir from before the roles.
+(Through the running stack: tests/test_local_stack.py.)"""
 
 from __future__ import annotations
+
+import stat
 
 import dagster as dg
 import psycopg
 import pytest
+from data_platform_dev.stack.cli import ROLE_PASSWORD_KEYS, _stored_secrets
 from data_platform_dev.testing import TeamDatabases
 from ingestion.defs.assets.ingestion.journal_app import journal_app
 from ingestion.journal_api import JournalApiResource
@@ -67,3 +72,20 @@ def test_each_team_connects_to_its_own_databases_only(team_databases):
     env = team_databases.environment("featureStore")
     assert env["POSTGRES_USER"] == team_databases.roles["featureStore"]
     assert env["FEAST_REGISTRY_DB"] == team_databases.databases["featureRegistry"]
+
+
+def test_a_state_dir_from_before_the_roles_gets_their_passwords_and_keeps_its_own(tmp_path):
+    path = tmp_path / "secrets.env"
+    path.write_text("POSTGRES_PASSWORD=old\nREDIS_PASSWORD=r\nJOURNAL_API_ADMIN_TOKEN=t\n")
+    path.chmod(0o600)
+    first = _stored_secrets(path)
+    assert first["POSTGRES_PASSWORD"] == "old" and first["REDIS_PASSWORD"] == "r"
+    added = [first[key] for key in ROLE_PASSWORD_KEYS.values()]
+    assert len(set(added)) == 4 and all(len(value) == 32 for value in added)
+    assert _stored_secrets(path) == first  # kept across starts
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    fresh = _stored_secrets(tmp_path / "new" / "secrets.env")
+    assert set(fresh) == {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "JOURNAL_API_ADMIN_TOKEN"} | set(
+        ROLE_PASSWORD_KEYS.values()
+    )
+    assert stat.S_IMODE((tmp_path / "new" / "secrets.env").stat().st_mode) == 0o600
