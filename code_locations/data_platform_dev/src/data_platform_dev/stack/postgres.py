@@ -39,8 +39,10 @@ CHART_DATABASES = {
 INSTANCE_TEAM = "instance"
 TEAMS = (INSTANCE_TEAM, "ingestion", "transformation", "featureStore")
 # code location name -> its team under postgres.teamRoles
-LOCATION_TEAMS = {"ingestion": "ingestion", "transformation": "transformation"} | {
-    "feature_store": "featureStore"
+LOCATION_TEAMS = {
+    "ingestion": "ingestion",
+    "transformation": "transformation",
+    "feature_store": "featureStore",
 }
 
 
