@@ -2,7 +2,9 @@
 `make dev` run through make, in its own process group, as a terminal runs it.
 
 The demo launches only ingestion; the transformation and feature-store runs must follow by
-themselves. Then `make dev` on the same state shows those runs in the UI's GraphQL API and
+themselves, each location connected as its team's Postgres role (the Kubernetes grants): what
+they created is owned by their role, and no role can write another team's schema. Then
+`make dev` on the same state shows those runs in the UI's GraphQL API and
 serves the features (Redis kept them across the restart) equal to gold; a code server and
 the feature server killed with SIGKILL come back (a run launched afterwards succeeds); and a
 Ctrl-C (SIGINT to the whole process group: make, `uv run`, the supervisor) stops everything
@@ -31,6 +33,8 @@ from dagster_graphql import DagsterGraphQLClient
 from data_platform.locations import INGESTION, LOCATIONS
 from data_platform_dev.journal_api.process import JournalApiProcess
 from data_platform_dev.stack.bench import stack_environment
+from data_platform_dev.stack.cli import ROLE_PASSWORD_KEYS
+from data_platform_dev.stack.postgres import LOCATION_TEAMS, LocalPostgres, team_roles
 from data_platform_dev.stack.processes import (
     ManagedProcess,
     ProcessRecord,
@@ -193,11 +197,14 @@ def location_status(env: dict[str, str], name: str) -> tuple[str, str]:
     return entry["loadStatus"], entry["locationOrLoadError"]["__typename"]
 
 
+def stack_secrets(env: dict[str, str]) -> dict[str, str]:
+    """The passwords the stack generated (its secrets.env)."""
+    lines = Path(env["STATE_DIR"], "secrets.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines)
+
+
 def latest_gold(env: dict[str, str], users: list[int]) -> dict[int, tuple]:
-    secrets = dict(
-        line.split("=", 1)
-        for line in Path(env["STATE_DIR"], "secrets.env").read_text().splitlines()
-    )
+    secrets = stack_secrets(env)
     with psycopg.connect(
         host="127.0.0.1",
         port=int(env["PLATFORM_POSTGRES_PORT"]),
@@ -238,9 +245,10 @@ def wait_for_run(client: DagsterGraphQLClient, run_id: str, timeout: float = 300
     return status
 
 
-def test_demo_runs_the_pipeline_and_prints_one_json_line(stack_env):
+@pytest.fixture(scope="module")
+def demo(stack_env) -> subprocess.CompletedProcess[str]:
     """`make demo` as README says, through make (STATE_DIR and the ports from the env)."""
-    result = subprocess.run(
+    return subprocess.run(
         ["make", "demo", f"ARGS={SIZE_ARGS}"],
         cwd=REPO,
         env=stack_env,
@@ -248,6 +256,10 @@ def test_demo_runs_the_pipeline_and_prints_one_json_line(stack_env):
         text=True,
         timeout=900,
     )
+
+
+def test_demo_runs_the_pipeline_and_prints_one_json_line(demo, stack_env):
+    result = demo
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
@@ -262,8 +274,159 @@ def test_demo_runs_the_pipeline_and_prints_one_json_line(stack_env):
     assert not [port for port in stack_ports(stack_env) if port_answers(port)]
 
 
-def test_make_dev_shows_the_demo_runs_recovers_from_crashes_and_stops_on_ctrl_c(stack_env):
+# team (postgres.teamRoles) -> (database, statement) it must be refused, on the demo's data
+REFUSED = {
+    "ingestion": [
+        (
+            "warehouse",
+            "INSERT INTO gold.user_journal_features SELECT * FROM gold.user_journal_features",
+        ),
+        ("warehouse", "CREATE TABLE gold.mine (id int)"),
+        ("warehouse", "CREATE TABLE staging.mine (id int)"),
+        ("warehouse", "SELECT count(*) FROM gold.user_journal_features"),
+        ("warehouse", "CREATE TABLE public.mine (id int)"),
+        ("feast_registry", "SELECT 1"),
+        ("dagster", "SELECT 1"),
+    ],
+    "transformation": [
+        ("warehouse", "INSERT INTO raw.users SELECT * FROM raw.users"),
+        ("warehouse", "DELETE FROM raw.journal_entries"),
+        ("warehouse", "CREATE TABLE raw.mine (id int)"),
+        ("warehouse", "DROP TABLE raw.journal_entries"),
+        ("feast_registry", "SELECT 1"),
+        ("dagster", "SELECT 1"),
+    ],
+    "featureStore": [
+        ("warehouse", "DELETE FROM gold.user_journal_features"),
+        ("warehouse", "CREATE TABLE gold.mine (id int)"),
+        ("warehouse", "SELECT count(*) FROM raw.journal_entries"),
+        ("warehouse", "INSERT INTO raw.users SELECT * FROM raw.users"),
+        ("warehouse", "CREATE SCHEMA mine"),
+        ("dagster", "SELECT 1"),
+    ],
+    "instance": [("warehouse", "SELECT 1"), ("feast_registry", "SELECT 1")],
+}
+# ... and what it may do (each statement rolled back)
+ALLOWED = {
+    "ingestion": [("warehouse", "DELETE FROM raw.journal_entries")],
+    "transformation": [
+        ("warehouse", "SELECT count(*) FROM raw.journal_entries"),
+        ("warehouse", "DELETE FROM gold.user_journal_features"),
+    ],
+    "featureStore": [
+        ("warehouse", "SELECT count(*) FROM gold.user_journal_features"),
+        ("feast_registry", "CREATE TABLE mine (id int)"),
+    ],
+    "instance": [("dagster", "SELECT count(*) FROM runs")],
+}
+
+
+def refused(port: int, role: str, password: str, database: str, statement: str) -> bool:
+    """True when Postgres refuses ``statement`` to ``role``; a statement it allows is rolled back."""
+    try:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user=role, password=password, dbname=database
+        ) as conn:
+            conn.execute(statement)
+            conn.rollback()
+    except psycopg.errors.InsufficientPrivilege:
+        return True
+    except psycopg.OperationalError as error:  # no CONNECT privilege on the database
+        return "permission denied" in str(error)
+    return False
+
+
+def table_owners(port: int, password: str, database: str) -> dict[str, set[str]]:
+    """schema -> the roles owning its tables and views (the roles that created them)."""
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="platform", password=password, dbname=database
+    ) as conn:
+        rows = conn.execute(
+            "SELECT n.nspname, pg_get_userbyid(c.relowner) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname IN ('public', 'raw', 'staging', 'gold')"
+        ).fetchall()
+    owners: dict[str, set[str]] = {}
+    for schema, owner in rows:
+        owners.setdefault(schema, set()).add(owner)
+    return owners
+
+
+def test_the_demo_ran_each_location_as_its_team_role_and_no_team_writes_another_teams(
+    demo, stack_env
+):
+    """On the demo's state (one start, so the roles were there before any table): each table
+    is owned by the role that created it, and each role is refused another team's schema."""
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    secrets = stack_secrets(stack_env)
+    roles = team_roles()
+    passwords = {team: secrets[key] for team, key in ROLE_PASSWORD_KEYS.items()}
+    state = Path(stack_env["STATE_DIR"])
+    port = int(stack_env["PLATFORM_POSTGRES_PORT"])
+    server = LocalPostgres(
+        state / "postgres", port, secrets["POSTGRES_PASSWORD"], state / "roles-check.log"
+    )
+    try:
+        server.start()
+        superuser = secrets["POSTGRES_PASSWORD"]
+        assert table_owners(port, superuser, "warehouse") == {
+            "raw": {roles["ingestion"]},
+            "staging": {roles["transformation"]},
+            "gold": {roles["transformation"]},
+        }
+        assert table_owners(port, superuser, "feast_registry") == {
+            "public": {roles["featureStore"]}
+        }
+        assert table_owners(port, superuser, "dagster") == {"public": {roles["instance"]}}
+        allowed = [
+            f"{team} on {database}: {statement}"
+            for team, attempts in REFUSED.items()
+            for database, statement in attempts
+            if not refused(port, roles[team], passwords[team], database, statement)
+        ]
+        assert allowed == []
+        wrongly_refused = [
+            f"{team} on {database}: {statement}"
+            for team, attempts in ALLOWED.items()
+            for database, statement in attempts
+            if refused(port, roles[team], passwords[team], database, statement)
+        ]
+        assert wrongly_refused == []
+        with psycopg.connect(server.url("warehouse")) as conn:  # the rollbacks kept the data
+            assert conn.execute("SELECT count(*) FROM raw.journal_entries").fetchone() == (ENTRIES,)
+    finally:
+        server.stop()
+
+
+def assert_each_process_has_its_teams_role(dev: MakeDev) -> None:
+    """Code servers (whose runs inherit their environment) and the feature server hold their
+    team's role; the webserver and the daemon the instance's only; none the superuser's."""
+    secrets = stack_secrets(dev.env)
+    roles = team_roles()
+    expected = {f"code-server-{loc.name}": LOCATION_TEAMS[loc.name] for loc in LOCATIONS} | {
+        "feature-server": "featureStore",
+        "dagster-daemon": None,
+        "dagster-webserver": None,
+    }
+    for name, record in dev.recorded().items():
+        if name not in expected:
+            continue
+        raw = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
+        env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+        assert env["DAGSTER_PG_PASSWORD"] == secrets["DAGSTER_PG_PASSWORD"], name
+        assert secrets["POSTGRES_PASSWORD"] not in env.values(), f"{name} has the superuser's"
+        team = expected.pop(name)
+        if team is None:
+            assert "POSTGRES_PASSWORD" not in env, name
+        else:
+            assert env["POSTGRES_USER"] == roles[team], name
+            assert env["POSTGRES_PASSWORD"] == secrets[ROLE_PASSWORD_KEYS[team]], name
+    assert expected == {}, f"not running: {expected}"
+
+
+def test_make_dev_shows_the_demo_runs_recovers_from_crashes_and_stops_on_ctrl_c(demo, stack_env):
     with make_dev(stack_env) as dev:
+        assert_each_process_has_its_teams_role(dev)
         query = "{ runsOrError { ... on Runs { results { runId status repositoryOrigin { repositoryLocationName } } } } }"
         runs = graphql(stack_env, query)["runsOrError"]["results"]
         succeeded = {

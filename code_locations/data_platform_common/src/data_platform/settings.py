@@ -27,6 +27,9 @@ JOURNAL_API_URL = "JOURNAL_API_URL"
 JOURNAL_API_TOKEN = "JOURNAL_API_TOKEN"  # optional: a bearer token for the upstream (a Secret)
 EXPORT_URI = "EXPORT_URI"  # transformation: s3://bucket/prefix or a folder for the gold exports
 EXPORT_S3_ENDPOINT_URL = "EXPORT_S3_ENDPOINT_URL"  # optional: an S3-compatible endpoint
+# The Dagster instance's own Postgres role's password (the official chart's variable): read by
+# the instance config (dagster.yaml) in every Dagster process, never by a location's code.
+DAGSTER_PG_PASSWORD = "DAGSTER_PG_PASSWORD"
 
 # The only optional variables: the code has a default when they are unset. Every other variable
 # a location reads is required, and its releases (dev and production, code server and run pod)

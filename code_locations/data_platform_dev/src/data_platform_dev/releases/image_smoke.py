@@ -8,7 +8,9 @@ rendered instance config and the code server's container context, exactly as the
 K8sRunLauncher would launch it, against a local Postgres and the development upstream.
 
 Only the stores' addresses differ from the development render: the ConfigMap's hosts and ports
-point at the local servers, and the code server listens on a free port (host networking).
+point at the local servers, and the code server listens on a free port (host networking). The
+local Postgres gets the chart's team roles (its team-roles.sh) with the passwords the render
+generated, so each container connects as its release's own role, as on Kubernetes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from data_platform_dev.releases import core as pr
 from data_platform_dev.releases.images_local import Store, local_reference, log
-from data_platform_dev.stack.postgres import SUPERUSER
+from data_platform_dev.stack.postgres import TEAMS, stores_values
 
 POD_DAGSTER_HOME = "/opt/dagster/dagster_home"
 HEALTH_TIMEOUT = 240.0
@@ -46,28 +48,19 @@ def local_overrides(servers: Any) -> dict[str, str]:
 def rendered_environment(
     servers: Any,
 ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
-    """ConfigMaps and Secrets of the development render, with local addresses and passwords."""
-    configmaps, generated = pr.config_data(pr.render(dev_release(pr.STORES_RELEASE)))
+    """ConfigMaps and Secrets of the development render, with local addresses; the local
+    Postgres gets the team roles with the passwords the render generated in their Secrets."""
+    configmaps, secrets_by_name = pr.config_data(pr.render(dev_release(pr.STORES_RELEASE)))
     env_map = next(name for name, data in configmaps.items() if "POSTGRES_HOST" in data)
     configmaps[env_map] = {**configmaps[env_map], **local_overrides(servers)}
-    password = servers.postgres.password
-    secrets_by_name: dict[str, dict[str, str]] = {}
-    for name, data in generated.items():
-        replaced = {
-            key: password if key in ("POSTGRES_PASSWORD", "postgresql-password") else value
-            for key, value in data.items()
-        }
-        secrets_by_name[name] = replaced
+    values = stores_values()
+    passwords = {}
+    for team in TEAMS:
+        role = values["postgres"]["teamRoles"][team]
+        secret = values["secrets"][role["secret"]]["existingSecret"]
+        passwords[team] = secrets_by_name[secret][role["key"]]
+    servers.postgres.create_team_roles(passwords)
     return configmaps, secrets_by_name
-
-
-def as_local_superuser(environment: dict[str, str]) -> dict[str, str]:
-    """The release's own Postgres role (postgres.teamRoles) becomes the local server's superuser
-    (whose password rendered_environment put in every Secret): this run checks the image and
-    its wiring; the team grants are checked by tests/kubernetes/test_k8s_team_roles.py."""
-    if "POSTGRES_USER" in environment:
-        environment["POSTGRES_USER"] = SUPERUSER
-    return environment
 
 
 def dev_release(name: str) -> pr.Release:
@@ -77,11 +70,7 @@ def dev_release(name: str) -> pr.Release:
 def system_objects(servers: Any) -> list[pr.Manifest]:
     """The system release rendered with the instance pointed at the local Postgres."""
     extra = {
-        "postgresql": {
-            "postgresqlHost": "127.0.0.1",
-            "postgresqlUsername": SUPERUSER,  # see as_local_superuser
-            "service": {"port": servers.postgres.port},
-        }
+        "postgresql": {"postgresqlHost": "127.0.0.1", "service": {"port": servers.postgres.port}}
     }
     return pr.render(dev_release(pr.SYSTEM_RELEASE), extra)
 
@@ -273,7 +262,7 @@ def start_code_server(
     pod_spec, spec = container_of(deployment)
     port = free_port()
     argv = with_port([*(spec.get("command") or []), *(spec.get("args") or [])], port)
-    environment = as_local_superuser(pr.container_environment(spec, configmaps, secrets_by_name))
+    environment = pr.container_environment(spec, configmaps, secrets_by_name)
     if "DAGSTER_CLI_API_GRPC_PORT" in environment:  # dagsterApiGrpcArgs releases set the port here
         environment["DAGSTER_CLI_API_GRPC_PORT"] = str(port)
     flags = [
@@ -311,12 +300,14 @@ def create_run(host_home: Path, port: int, location_name: str) -> Any:
     return instance, run
 
 
-def landed_rows(warehouse_url: str) -> int:
+def landed_rows(warehouse_url: str) -> tuple[int, set[str]]:
+    """Rows in raw.journal_entries, and the roles owning raw's tables (the roles that made them)."""
     import psycopg
 
     with psycopg.connect(warehouse_url) as conn:
         row = conn.execute("SELECT count(*) FROM raw.journal_entries").fetchone()
-    return int(row[0]) if row else 0
+        owners = conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'raw'")
+        return (int(row[0]) if row else 0), {owner for (owner,) in owners}
 
 
 def run_in_image(
@@ -361,9 +352,7 @@ def run_in_image(
     )
     pod_spec, spec = container_of(job)
     all_configmaps = {**configmaps, **pr.config_data(system)[0]}
-    environment = as_local_superuser(
-        pr.container_environment(spec, all_configmaps, secrets_by_name)
-    )
+    environment = pr.container_environment(spec, all_configmaps, secrets_by_name)
     flags = [
         "--env-file",
         str(env_file(environment, scratch, "run")),
@@ -393,12 +382,14 @@ def run_in_image(
         raise RuntimeError(
             f"run {run.run_id} in {image}: status {status}, exit code {exit_code}:\n{logs}"
         )
-    landed = landed_rows(servers_url)
+    landed, owners = landed_rows(servers_url)
     if landed < UPSTREAM["entries"]:
         raise RuntimeError(f"run {run.run_id} succeeded but raw.journal_entries has {landed} rows")
+    if owners != {environment["POSTGRES_USER"]}:
+        raise RuntimeError(f"raw's tables are owned by {owners}, not the run's role")
     log(
         f"run {run.run_id} of {SMOKE_JOB} in {image}: RUN_SUCCESS (pod exit code {exit_code}), "
-        f"{landed} rows in raw.journal_entries"
+        f"{landed} rows in raw.journal_entries, written as role {environment['POSTGRES_USER']}"
     )
     instance.dispose()
     return time.monotonic() - started

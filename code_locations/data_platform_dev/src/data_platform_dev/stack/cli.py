@@ -8,6 +8,11 @@ webserver and the daemon, supervised by this one program.
 All state (databases, AOF, Dagster home, logs, generated passwords, the record of which
 processes the stack started) lives under --state-dir. A crashed process is restarted with
 back-off, as Kubernetes restarts a container (supervision.py).
+
+Postgres has the Kubernetes roles (the stores chart's team-roles.sh): each code server (and so
+each of its runs) and the feature server connect as their team's role, the webserver, the
+daemon and every instance connection as the instance's role; only this supervisor (the demo's
+summaries, the soak's comparisons) holds the superuser's password.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from data_platform.locations import FEATURE_STORE, LOCATIONS, CodeLocation, by_n
 
 from data_platform_dev.journal_api.process import JournalApiProcess
 from data_platform_dev.stack.instance import create_storage, write_instance, write_workspace
-from data_platform_dev.stack.postgres import SUPERUSER, LocalPostgres
+from data_platform_dev.stack.postgres import INSTANCE_TEAM, LOCATION_TEAMS, TEAMS, LocalPostgres
 from data_platform_dev.stack.processes import (
     ManagedProcess,
     ProcessRecord,
@@ -120,18 +125,34 @@ class StackConfig:
         ]
 
 
+# where secrets.env keeps each team role's password (the instance's under its own variable)
+ROLE_PASSWORD_KEYS = {
+    INSTANCE_TEAM: settings.DAGSTER_PG_PASSWORD,
+    "ingestion": "INGESTION_POSTGRES_PASSWORD",
+    "transformation": "TRANSFORMATION_POSTGRES_PASSWORD",
+    "featureStore": "FEATURE_STORE_POSTGRES_PASSWORD",
+}
+
+
 def _stored_secrets(path: Path) -> dict[str, str]:
-    """Passwords generated on first start and kept in the state dir (never in git)."""
+    """Passwords generated on first start and kept in the state dir (never in git); one
+    missing from an older state dir (a team role's) is generated and added."""
+    values: dict[str, str] = {}
     if path.exists():
-        return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    values = {
-        settings.POSTGRES_PASSWORD: secrets.token_hex(16),
-        settings.REDIS_PASSWORD: secrets.token_hex(16),
-        "JOURNAL_API_ADMIN_TOKEN": secrets.token_hex(16),  # the dev upstream's admin endpoints
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        lines = path.read_text().splitlines()
+        values = dict(line.split("=", 1) for line in lines if "=" in line)
+    wanted = [
+        settings.POSTGRES_PASSWORD,  # the superuser's: this supervisor only
+        settings.REDIS_PASSWORD,
+        "JOURNAL_API_ADMIN_TOKEN",  # the dev upstream's admin endpoints
+        *ROLE_PASSWORD_KEYS.values(),
+    ]
+    missing = {key: secrets.token_hex(16) for key in wanted if key not in values}
+    if missing:
+        values |= missing
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     return values
 
 
@@ -160,6 +181,8 @@ class Stack:
     redis: LocalRedis | None = None
     journal_api: JournalApiProcess | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # team (postgres.teamRoles key) -> (role, password)
+    roles: dict[str, tuple[str, str]] = field(default_factory=dict)
     stopped: bool = False
 
     def say(self, message: str) -> None:
@@ -178,10 +201,21 @@ class Stack:
                 passwords[settings.REDIS_PASSWORD],
                 f"http://127.0.0.1:{c.journal_api_port}",
             ),
+            settings.DAGSTER_PG_PASSWORD: passwords[ROLE_PASSWORD_KEYS[INSTANCE_TEAM]],
             "DBT_TARGET": "local",
             "EXPORT_URI": str(c.state_dir / "exports"),
             "PYTHONUNBUFFERED": "1",
         }
+
+    def team_environment(self, team: str | None) -> dict[str, str]:
+        """A child's environment: its team's Postgres role (a code server, and so its runs; the
+        feature server), or no warehouse credentials (webserver, daemon): never the superuser."""
+        env = dict(self.env)
+        del env[settings.POSTGRES_USER], env[settings.POSTGRES_PASSWORD]
+        if team is not None:
+            role, password = self.roles[team]
+            env |= {settings.POSTGRES_USER: role, settings.POSTGRES_PASSWORD: password}
+        return env
 
     def _check_not_running(self) -> None:
         supervisor = next(
@@ -195,9 +229,9 @@ class Stack:
         for port, what, variable in self.config.ports():
             require_free_port(port, what, variable)
 
-    def _process(self, name: str, argv: list[str]) -> ManagedProcess:
+    def _process(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
         process = ManagedProcess(
-            name, argv, self.config.logs / f"{name}.log", env=self.env, cwd=self.config.state_dir
+            name, argv, self.config.logs / f"{name}.log", env=env, cwd=self.config.state_dir
         ).start()
         self._record_processes(process)
         return process
@@ -221,10 +255,13 @@ class Stack:
         argv: list[str],
         ready: Callable[[], bool] = lambda: True,
         on_ready: Callable[[], None] | None = None,
+        team: str | None = None,
     ) -> ManagedProcess:
-        """Start a process that is restarted when it crashes, with the same command line."""
+        """Start a process that is restarted when it crashes, with the same command line; it
+        connects to Postgres as ``team``'s role (none: the instance's role only)."""
+        env = self.team_environment(team)
         return self._supervise(
-            self._process(name, argv), lambda: self._process(name, argv), ready, on_ready
+            self._process(name, argv, env), lambda: self._process(name, argv, env), ready, on_ready
         )
 
     def _record_processes(self, *starting: ManagedProcess) -> None:
@@ -257,8 +294,12 @@ class Stack:
             c.logs / "postgres.log",
         )
         self._supervise(self.postgres.start().process, None, name="Postgres")  # type: ignore[arg-type]
+        role_passwords = {team: passwords[ROLE_PASSWORD_KEYS[team]] for team in TEAMS}
+        names = self.postgres.create_team_roles(role_passwords)
+        self.roles = {team: (names[team], role_passwords[team]) for team in TEAMS}
         self.say(
-            f"Postgres on 127.0.0.1:{c.postgres_port} (databases warehouse, dagster, feast_registry)"
+            f"Postgres on 127.0.0.1:{c.postgres_port} (databases warehouse, dagster, "
+            f"feast_registry; roles {', '.join(names.values())})"
         )
         self.redis = LocalRedis(
             c.state_dir / "redis",
@@ -292,8 +333,9 @@ class Stack:
                     str(c.feature_server_port),
                 ],
                 ready=lambda: _http_ok(f"{self.feature_server_url}/health"),
+                team=LOCATION_TEAMS[FEATURE_STORE.name],
             )
-        write_instance(c.dagster_home, c.postgres_port, SUPERUSER)
+        write_instance(c.dagster_home, c.postgres_port, self.roles[INSTANCE_TEAM][0])
         create_storage(c.dagster_home)  # once, before the code servers race to create it
         write_workspace(c.workspace, c.locations, c.code_server_ports)
         servers = [(loc, self._spawn_code_server(loc)) for loc in c.locations]
@@ -351,6 +393,7 @@ class Stack:
             self._code_server_argv(location),
             ready=lambda: _location_loaded(location.name, port),
             on_ready=lambda: self._reload_in_ui(location.name),
+            team=LOCATION_TEAMS[location.name],
         )
 
     def _code_server_argv(self, location: CodeLocation) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 from data_platform.locations import CodeLocation
-from data_platform.settings import POSTGRES_PASSWORD
+from data_platform.settings import DAGSTER_PG_PASSWORD
 
 
 def instance_config(
@@ -26,7 +26,8 @@ def instance_config(
                     "hostname": "127.0.0.1",
                     "port": postgres_port,
                     "username": postgres_user,
-                    "password": {"env": POSTGRES_PASSWORD},
+                    # the instance's own role, as the Helm chart's dagster.yaml
+                    "password": {"env": DAGSTER_PG_PASSWORD},
                     "db_name": database,
                     "params": {"sslmode": "disable"},
                 }

