@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 import redis
 from feast import FeatureStore, FeatureView
+from feast.infra.online_stores.redis import RedisOnlineStore
 
 from feature_store import gold, online_layout
 
@@ -98,6 +99,8 @@ def materialize(
 def online_client(store: FeatureStore) -> tuple[redis.Redis, int | None]:
     """The Redis client of the store's online store (Feast's own), and its key TTL."""
     online = store._get_provider().online_store  # Feast has no public getter
+    if not isinstance(online, RedisOnlineStore):
+        raise TypeError(f"materialization writes to Redis; the online store is {type(online)}")
     config = store.config.online_store
     return online._get_client(config), config.key_ttl_seconds
 
