@@ -26,9 +26,11 @@ Tombstones are ordered the same way, helped by the stamps, because the deletion 
 at other moments than the rows: a tombstone removes (and keeps out) a version only when that
 version was read no later than the tombstone AND is stamped no later than the deletion. A
 version read after the tombstone was read existed after the deletion (re-created); one
-stamped after it was re-created before we read the tombstone. Ambiguous, and resolved as a
-deletion: a re-creation stamped before its deletion (a late commit) and read before the
-tombstone; the deleted row comes back with its next version.
+stamped after it was re-created before we read the tombstone. A run reads the tombstone feed
+before the rows, so a re-creation is normally read after its tombstone. Ambiguous, and
+resolved as a deletion: a re-creation stamped before its deletion (a late commit) and read
+before the tombstone (deleted and re-created between a run's two reads); the row comes back
+with its next version.
 """
 
 from __future__ import annotations
