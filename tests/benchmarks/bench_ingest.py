@@ -14,6 +14,10 @@ tables), and each figure is the median; ``ratio_to_binary_copy`` is the median o
 attempts' own ratios.
 
     python -m tests.benchmarks.bench_ingest [--entries 1000000] [--users 10000] [--repeats 3]
+
+``--entries`` takes one size or several (``--entries 100000,1000000``: a growth curve, each
+size on a fresh upstream and database; the last line then also holds ``curve``, one entry per
+size, and the smallest ratio as ``ratio_to_binary_copy``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -40,21 +45,46 @@ COLUMNS = "id, created_at, updated_at, user_id, game_type_id, duration_minutes, 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument(
+        "--entries",
+        type=lambda text: [int(size) for size in text.replace("_", "").split(",")],
+        default=[1_000_000],
+        help="rows to ingest; several sizes separated by commas give a growth curve",
+    )
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--page-size", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    upstream = {"users": args.users, "entries": args.entries, "end": "2026-06-30"}
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
-        local_servers(Path(tmp), upstream=upstream) as servers,
-    ):
-        run(servers, args)
+    curve = []
+    for entries in args.entries:
+        upstream = {"users": args.users, "entries": entries, "end": "2026-06-30"}
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
+            local_servers(Path(tmp), upstream=upstream) as servers,
+        ):
+            print(f"--- {entries:,} entries")
+            curve.append(run(servers, args, entries))
+    if len(curve) > 1:
+        keys = (
+            "rows",
+            "ingest_seconds",
+            "rows_per_second",
+            "ratio_to_binary_copy",
+            "reader_longest_wait_seconds",
+        )
+        print("growth: " + "; ".join(f"{c['rows']:,} rows {c['ingest_seconds']} s" for c in curve))
+        print(
+            json.dumps(
+                {
+                    "curve": [{k: c[k] for k in keys} for c in curve],
+                    "ratio_to_binary_copy": min(c["ratio_to_binary_copy"] for c in curve),
+                }
+            )
+        )
 
 
-def run(servers: LocalServers, args: argparse.Namespace) -> None:
+def run(servers: LocalServers, args: argparse.Namespace, entries: int) -> dict[str, Any]:
     warehouse, api = servers.warehouse(), servers.journal_api
     assert api is not None
     client = JournalApiResource(base_url=api.url, page_size=args.page_size)
@@ -92,7 +122,7 @@ def run(servers: LocalServers, args: argparse.Namespace) -> None:
         reads, longest_read = reads + reader.reads, max(longest_read, reader.longest)
         metadata = result.get_asset_materialization_events()[0].materialization.metadata
         loaded = metadata["inserted"].value
-        assert loaded == args.entries, f"expected {args.entries} rows, loaded {loaded}"
+        assert loaded == entries, f"expected {entries} rows, loaded {loaded}"
         with psycopg.connect(warehouse.conninfo(), autocommit=True) as conn:
             for fmt in copies:
                 copies[fmt].append(plain_copy(conn, fmt, loaded))
@@ -131,6 +161,7 @@ def run(servers: LocalServers, args: argparse.Namespace) -> None:
     figures = {
         "rows": loaded,
         "ingest_seconds": round(ingest_seconds, 3),
+        "rows_per_second": round(ingest_rate),
         "merge_seconds": merge_seconds,
         "binary_copy_seconds": round(baselines["binary"], 3),
         "text_copy_seconds": round(baselines["text"], 3),
@@ -141,6 +172,7 @@ def run(servers: LocalServers, args: argparse.Namespace) -> None:
         "reader_longest_wait_seconds": round(longest_read, 3),
     }
     print(json.dumps(figures))
+    return figures
 
 
 def plain_copy(conn: psycopg.Connection, fmt: str, expected: int) -> float:

@@ -74,7 +74,8 @@ def _snapshot(warehouse: PostgresResource) -> dict[str, list[tuple[Any, ...]]]:
                 row[0]
                 for row in conn.execute(
                     "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' "
-                    "AND table_name = %s AND column_name <> '_ingested_at' ORDER BY column_name",
+                    "AND table_name = %s AND column_name NOT IN ('_ingested_at', '_fetched_at') "
+                    "ORDER BY column_name",
                     [table.split(".")[1]],
                 )
             ]

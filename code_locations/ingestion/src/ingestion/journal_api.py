@@ -25,6 +25,7 @@ from data_platform import settings
 
 from ingestion.records import (
     MalformedPageError,
+    Page,
     Rejected,
     UpstreamError,
     decode_page,
@@ -146,7 +147,7 @@ class JournalApiResource(dg.ConfigurableResource):
 
     def _bodies(
         self, endpoint: str, updated_since: datetime | None, on_retry: Callable[[str], None]
-    ) -> Iterator[bytes]:
+    ) -> Iterator[tuple[bytes, datetime]]:
         url = f"{self.base_url.rstrip('/')}/api/v1/{endpoint}"
         params: dict[str, Any] = {"limit": self.page_size}
         if updated_since is not None:
@@ -155,7 +156,7 @@ class JournalApiResource(dg.ConfigurableResource):
         with httpx.Client(timeout=self.timeout_seconds, headers=_headers()) as client:
             for page in range(1, self.max_pages + 1):
                 body = self._get(client, url, params, on_retry)
-                yield body
+                yield body, datetime.now(UTC)  # when this page was read: see records.Page
                 try:
                     cursor = msgspec.json.decode(body, type=_Cursor).next_cursor
                 except (msgspec.DecodeError, msgspec.ValidationError):
@@ -203,7 +204,8 @@ class JournalApiResource(dg.ConfigurableResource):
         on_retry: Callable[[str], None] = lambda message: None,
         on_rejected: Callable[[list[Rejected]], None] | None = None,
     ) -> Iterator[list[Any]]:
-        """Validated pages of records; the next page downloads while this one is loaded.
+        """Validated pages of records, each with the moment its response arrived (``Page``);
+        the next page downloads while this one is loaded.
 
         A record that fails validation fails the fetch, naming it; with ``on_rejected``
         (quarantine) it is handed there instead and the rest of its page comes through.
@@ -211,20 +213,20 @@ class JournalApiResource(dg.ConfigurableResource):
         endpoint = endpoint_path(record_type)  # type: ignore[arg-type]
         name: str = record_type.endpoint  # type: ignore[attr-defined]
         bodies = _prefetch(self._bodies(name, updated_since, on_retry))
-        for number, body in enumerate(bodies, start=1):
+        for number, (body, read_at) in enumerate(bodies, start=1):
             if on_rejected is None:
                 records, _ = decode_page(body, record_type, endpoint, number)
             else:
                 records, rejected = decode_page_lenient(body, record_type, endpoint, number)
                 if rejected:
                     on_rejected(rejected)
-            yield records
+            yield Page(records, read_at)
 
 
 _DONE = object()
 
 
-def _prefetch(source: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
+def _prefetch(source: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """Run ``source`` in a thread, ``depth`` items ahead; its errors surface in the consumer."""
     items: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()

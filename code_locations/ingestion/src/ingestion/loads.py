@@ -5,9 +5,9 @@ five minutes by default). Upstream rows are stamped when their transaction write
 become visible when it commits: a long transaction, or a writer whose clock runs a little
 behind, commits rows stamped before the newest row we already read. Five minutes covers
 request-scoped transactions and clock skew many times over, while the re-read rows cost one
-page at the usual rates and are de-duplicated by (id, updated_at) without any write. A row
-that commits later than the window behind its own stamp is still missed: widen the window
-for such an upstream.
+page at the usual rates and change nothing (raw already holds those versions; see
+raw_tables). A row that commits later than the window behind its own stamp is still missed:
+widen the window for such an upstream.
 """
 
 from __future__ import annotations

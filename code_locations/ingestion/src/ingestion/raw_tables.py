@@ -11,9 +11,26 @@ is visible before the commit: a failure or a kill anywhere leaves raw and its cu
 as they were, and the next run re-reads what this one did not commit. Tombstones and loads
 with quarantine on stage every row (``stage``), outside the transaction.
 
-Rows are identified by (id, updated_at): a version already in raw (re-read by the cursor's
-look-back window) changes nothing, an older version never overwrites a newer one, and a
-version not newer than the row's deletion (raw.deletions) never brings the row back.
+Raw keeps the version of each row it READ LAST, not the one with the largest updated_at.
+Upstream stamps can go backwards: Postgres' now() is a transaction's start, so a transaction
+that began earlier but commits later writes an older stamp over a newer one, and the
+upstream's truth is the version committed last. A read shows the versions committed by then,
+so a later read shows a later (or the same) version. Every row therefore carries
+``_fetched_at``: when its page arrived (the reader's clock, strictly increasing within one
+fetch, so page order breaks ties). Within a fetch the last-read version of an id wins; the
+merge replaces a row only with a version read later that differs (a re-read in the look-back
+window changes nothing, not even ``_fetched_at``); a run that read earlier but merges later
+never overwrites a newer read.
+
+Tombstones are ordered the same way, helped by the stamps, because the deletion feed is read
+at other moments than the rows: a tombstone removes (and keeps out) a version only when that
+version was read no later than the tombstone AND is stamped no later than the deletion. A
+version read after the tombstone was read existed after the deletion (re-created); one
+stamped after it was re-created before we read the tombstone. A run reads the tombstone feed
+before the rows, so a re-creation is normally read after its tombstone. Ambiguous, and
+resolved as a deletion: a re-creation stamped before its deletion (a late commit) and read
+before the tombstone (deleted and re-created between a run's two reads); the row comes back
+with its next version.
 """
 
 from __future__ import annotations
@@ -26,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -52,7 +69,11 @@ DELETIONS = sql.Identifier(SCHEMA, "deletions")
 MIGRATIONS = sql.Identifier(SCHEMA, "schema_migrations")
 DELETIONS_TABLE = f"{SCHEMA}.deletions"
 # bump when a table below changes shape (the record tables are versioned by their declarations)
-_LAYOUT = 1
+_LAYOUT = 2  # 2: _fetched_at on the record tables and raw.deletions
+# when a version (or tombstone) was read; rows that existed before the column get the
+# migration's time (a fast default, no rewrite): every later read is later than theirs
+FETCHED_AT = "_fetched_at"
+_FETCHED_AT_COLUMN = sql.SQL("_fetched_at timestamptz NOT NULL DEFAULT now()")
 
 
 class MergeLockTimeoutError(Exception):
@@ -166,14 +187,16 @@ def _plan(
             sql.SQL(
                 "CREATE TABLE {} (entity text NOT NULL, id bigint NOT NULL, "
                 "user_id bigint, played_at timestamptz, deleted_at timestamptz NOT NULL, "
-                "ingested_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (entity, id))"
-            ).format(DELETIONS),
+                "ingested_at timestamptz NOT NULL DEFAULT now(), {}, PRIMARY KEY (entity, id))"
+            ).format(DELETIONS, _FETCHED_AT_COLUMN),
             sql.SQL("CREATE INDEX deletions_ingested_at ON {} (ingested_at)").format(DELETIONS),
         ],
     }
     for table_name_, statements in fixed.items():
         if table_name_ not in existing:
             plan += statements
+    if FETCHED_AT not in existing.get("deletions", {FETCHED_AT: False}):
+        plan.append(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(DELETIONS, _FETCHED_AT_COLUMN))
     for record_type in record_types:
         table, have = _table(record_type), existing.get(record_type.table)
         optional = nullable(record_type)
@@ -189,10 +212,15 @@ def _plan(
                 for name, pg_type in columns(record_type)
             ]
             definitions.append(sql.SQL("_ingested_at timestamptz NOT NULL DEFAULT now()").format())
+            definitions.append(_FETCHED_AT_COLUMN)
             plan.append(
                 sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(definitions))
             )
         else:
+            if FETCHED_AT not in have:
+                plan.append(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(table, _FETCHED_AT_COLUMN)
+                )
             for name, pg_type in columns(record_type):
                 if name not in have:  # older rows have no value: nullable, whatever declared
                     plan.append(
@@ -285,8 +313,8 @@ def stage(
     """
     name: str = record_type.table  # type: ignore[attr-defined]
     table = _create_staging(conn, record_type)
-    names = [column for column, _ in columns(record_type)]
-    as_text = CopyText(record_type)
+    names = _copy_columns(record_type)
+    as_text, clock = CopyText(record_type), _ReadClock()
     tombstones = name == "deletions"
     seen: set[int] = set()
     copied: list[int] = []  # ids in COPY order, to name the record behind a rejected line
@@ -299,7 +327,7 @@ def stage(
             ):
                 for records in pages:
                     ids = [record.id for record in records]
-                    copy.write(as_text(records))
+                    copy.write(_lines(as_text, records, clock(records)))
                     copied += ids
                     before = len(seen)
                     seen.update(ids)
@@ -308,14 +336,17 @@ def stage(
         else:  # quarantine: a COPY per page, so a rejected page can be taken apart
             for records in pages:
                 ids = [record.id for record in records]
+                read_at = clock(records)
                 try:
                     with (
                         _rejections_named(record_type, ids),
                         copy_into(cursor, table, names) as copy,
                     ):
-                        copy.write(as_text(records))
+                        copy.write(_lines(as_text, records, read_at))
                 except RecordValidationError:
-                    records = _copy_one_by_one(cursor, table, names, as_text, records, rejected)
+                    records = _copy_one_by_one(
+                        cursor, table, names, as_text, records, rejected, read_at
+                    )
                     ids = [record.id for record in records]
                 rows += len(records)
                 before = len(seen)
@@ -336,11 +367,36 @@ def _create_staging(
             table,
             sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
-                for c, t in columns(record_type)
+                for c, t in [*columns(record_type), (FETCHED_AT, "timestamptz")]
             ),
         )
     )
     return table
+
+
+class _ReadClock:
+    """Each page's read time as COPY text: when its response arrived (``Page.read_at``; a
+    plain list counts as read now), strictly increasing within one fetch so that page order
+    decides between two versions of an id read in one fetch."""
+
+    def __init__(self) -> None:
+        self.last: datetime | None = None
+
+    def __call__(self, page: list[Any]) -> str:
+        read_at = getattr(page, "read_at", None) or datetime.now(UTC)
+        if self.last is not None and read_at <= self.last:
+            read_at = self.last + timedelta(microseconds=1)
+        self.last = read_at
+        return read_at.isoformat()
+
+
+def _lines(as_text: CopyText, records: list[Any], read_at: str) -> str:
+    """COPY lines of ``records`` with their read time as the last column."""
+    return as_text(records).replace("\n", f"\t{read_at}\n")
+
+
+def _copy_columns(record_type: type[msgspec.Struct]) -> list[str]:
+    return [*(column for column, _ in columns(record_type)), FETCHED_AT]
 
 
 def _newest(conn: psycopg.Connection[Any], table: sql.Identifier, column: str) -> datetime | None:
@@ -379,7 +435,7 @@ def append_and_stage(
     endpoint = record_type.endpoint
     target = _table(record_type)
     table = _create_staging(conn, record_type)
-    names = [column for column, _ in columns(record_type)]
+    names = _copy_columns(record_type)
     as_text = CopyText(record_type)
     (owner,) = conn.execute(
         "SELECT pg_try_advisory_xact_lock(hashtext(%s))", [f"raw-load:{endpoint}"]
@@ -416,11 +472,12 @@ def append_and_stage(
                 _rejections_named(record_type, copied),
                 copy_into(cursor, target if direct else table, names, queued=True) as copy,
             ):
-                for _, records, ids in group:
-                    copy.write(as_text(records))
+                for _, pieces, ids in group:
+                    for records, read_at in pieces:
+                        copy.write(_lines(as_text, records, read_at))
                     copied += ids
                     if direct:
-                        last_appended.append(records[-1].updated_at)
+                        last_appended.append(pieces[-1][0][-1].updated_at)
             if direct:
                 state.appended += len(copied)
             else:
@@ -470,36 +527,45 @@ class _Routing:
 
     def route(
         self, pages: Iterable[list[Any]], lock_raw: Callable[[], None]
-    ) -> Iterator[tuple[bool, list[Any], list[int]]]:
-        """(True, records, ids) to append, (False, records, ids) to stage; staged rows are
-        gathered into batches, so runs of appended pages share one COPY."""
-        waiting: list[Any] = []
+    ) -> Iterator[tuple[bool, list[tuple[list[Any], str]], list[int]]]:
+        """(True, pieces, ids) to append, (False, pieces, ids) to stage, where a piece is
+        (records, their read time); staged rows are gathered into batches, so runs of
+        appended pages share one COPY."""
+        waiting: list[tuple[list[Any], str]] = []
+        waiting_ids: list[int] = []
+        clock = _ReadClock()
         for records in pages:
             if not records:
                 continue
+            read_at = clock(records)
             ids = [r.id for r in records]
             if not self._first_time(ids):  # an id came twice (it changed while we paged)
                 self.duplicates = True
-                waiting += records  # the whole page through staging: the merge takes the newest
+                # the whole page through staging: the merge takes the version read last
+                waiting.append((records, read_at))
+                waiting_ids += ids
             elif not self.owner:
-                yield False, records, ids
+                yield False, [(records, read_at)], ids
                 continue
             else:
                 if self.max_id is None:
                     lock_raw()
                 above = self.max_id or 0
                 if self.page_min > above and (not self.deleted or self.deleted.isdisjoint(ids)):
-                    yield True, records, ids  # the common page: every row new, once
+                    yield True, [(records, read_at)], ids  # the common page: every row new, once
                     continue
                 new = [r for r in records if r.id > above and r.id not in self.deleted]
                 if new:
-                    yield True, new, [r.id for r in new]
-                waiting += [r for r in records if r.id <= above or r.id in self.deleted]
-            if len(waiting) >= STAGE_BATCH_ROWS:
-                yield False, waiting, [r.id for r in waiting]
-                waiting = []
+                    yield True, [(new, read_at)], [r.id for r in new]
+                old = [r for r in records if r.id <= above or r.id in self.deleted]
+                if old:
+                    waiting.append((old, read_at))
+                    waiting_ids += [r.id for r in old]
+            if len(waiting_ids) >= STAGE_BATCH_ROWS:
+                yield False, waiting, waiting_ids
+                waiting, waiting_ids = [], []
         if waiting:
-            yield False, waiting, [r.id for r in waiting]
+            yield False, waiting, waiting_ids
 
     def _first_time(self, ids: list[int]) -> bool:
         """Note ``ids`` as seen; False if one of them came before. A page whose ids all lie
@@ -527,6 +593,7 @@ def _copy_one_by_one(
     as_text: CopyText,
     records: list[Any],
     rejected: list[Rejected],
+    read_at: str,
 ) -> list[Any]:
     """Quarantine's slow path for a page Postgres rejected: each record on its own."""
     kept = []
@@ -536,7 +603,7 @@ def _copy_one_by_one(
                 _rejections_named(type(record), [record.id]),
                 copy_into(cursor, table, names) as copy,
             ):
-                copy.write(as_text([record]))
+                copy.write(_lines(as_text, [record], read_at))
         except RecordValidationError as error:
             rejected.append(
                 Rejected(
@@ -632,20 +699,23 @@ def merge_records(
     names = [name for name, _ in columns(record_type)]
     target = _table(record_type)
     source: sql.Composable = staged.table
-    if staged.duplicates:  # a row that changed while we paged through: its newest version
-        source = sql.SQL("(SELECT DISTINCT ON (id) * FROM {} ORDER BY id, updated_at DESC)").format(
-            staged.table
-        )
-    column_list = sql.SQL(", ").join(map(sql.Identifier, names))
+    if staged.duplicates:  # a row that changed while we paged through: the version read last
+        source = sql.SQL(
+            "(SELECT DISTINCT ON (id) * FROM {} ORDER BY id, _fetched_at DESC)"
+        ).format(staged.table)
+    column_list = sql.SQL(", ").join(map(sql.Identifier, [*names, FETCHED_AT]))
     changed = sql.SQL(", ").join(
-        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in names if n != "id"
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n))
+        for n in [*names, FETCHED_AT]
+        if n != "id"
     )
     current = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(n)) for n in names)
     arriving = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(n)) for n in names)
-    # a version not newer than the row's deletion never brings it back
+    # a version read no later than the row's tombstone and stamped no later than its deletion
+    # never brings it back (see the module's docstring)
     not_deleted = sql.SQL(
         "NOT EXISTS (SELECT FROM {} AS d WHERE d.entity = %(entity)s AND d.id = s.id "
-        "AND d.deleted_at >= s.updated_at)"
+        "AND d.deleted_at >= s.updated_at AND d._fetched_at >= s._fetched_at)"
     ).format(DELETIONS)
     # ids above every id in raw cannot conflict: a plain INSERT, twice as fast as an upsert
     append = sql.SQL(
@@ -657,8 +727,10 @@ def merge_records(
         "INSERT INTO {target} AS t ({columns}) SELECT {columns} FROM {source} AS s "
         "WHERE s.id <= %(max_id)s AND {not_deleted} "
         "ON CONFLICT (id) DO UPDATE SET {changed}, _ingested_at = now() "
-        # the same (id, updated_at) again changes nothing; an older version never wins
-        "WHERE t.updated_at <= EXCLUDED.updated_at AND ({current}) IS DISTINCT FROM ({arriving}) "
+        # a version read later that differs wins, whatever its updated_at; the same version
+        # re-read changes nothing; a version read earlier (a slower run) never wins
+        "WHERE t._fetched_at < EXCLUDED._fetched_at "
+        "AND ({current}) IS DISTINCT FROM ({arriving}) "
         "RETURNING xmax = 0 AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
     ).format(
@@ -725,35 +797,46 @@ def merge_tombstones(
 ) -> MergeResult:
     """Delete the rows the staged tombstones name and record each deletion in raw.deletions.
 
-    A row whose updated_at is newer than its tombstone was re-created upstream and stays.
-    A tombstone of a row raw never had (created and deleted between two runs) is recorded
-    too, so a late older version of it cannot load afterwards.
+    A row read after its tombstone was read, or stamped after its deletion, was re-created
+    upstream and stays. A tombstone of a row raw never had (created and deleted between two
+    runs) is recorded too, so a version of it read before the tombstone cannot load
+    afterwards. A tombstone re-read by the look-back changes nothing: raw.deletions keeps
+    when it was first read.
     """
+    # a tombstone is as old as its first read: a re-read must not delete a row re-created
+    # (and read) since then
     source = sql.SQL(
-        "(SELECT DISTINCT ON (entity, id) entity, id, deleted_at FROM {} "
-        "ORDER BY entity, id, deleted_at DESC)"
-    ).format(staged.table)
+        "(SELECT DISTINCT ON (s.entity, s.id) s.entity, s.id, s.deleted_at, "
+        "coalesce(d._fetched_at, s._fetched_at) AS _fetched_at FROM {} AS s "
+        "LEFT JOIN {} AS d ON d.entity = s.entity AND d.id = s.id AND d.deleted_at = s.deleted_at "
+        "ORDER BY s.entity, s.id, s._fetched_at DESC)"
+    ).format(staged.table, DELETIONS)
     users, entries = sql.Identifier(SCHEMA, "users"), sql.Identifier(SCHEMA, "journal_entries")
     absent = sql.SQL(
-        "INSERT INTO {deletions} AS d (entity, id, user_id, played_at, deleted_at) "
-        "SELECT s.entity, s.id, CASE WHEN s.entity = 'users' THEN s.id END, NULL, s.deleted_at "
+        "INSERT INTO {deletions} AS d (entity, id, user_id, played_at, deleted_at, _fetched_at) "
+        "SELECT s.entity, s.id, CASE WHEN s.entity = 'users' THEN s.id END, NULL, s.deleted_at, "
+        "s._fetched_at "
         "FROM {source} AS s WHERE "
         "(s.entity = 'users' AND NOT EXISTS (SELECT FROM {users} AS t WHERE t.id = s.id)) OR "
         "(s.entity = 'journal_entries' AND NOT EXISTS (SELECT FROM {entries} AS t WHERE t.id = s.id)) "
         "ON CONFLICT (entity, id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at, "
-        "ingested_at = now() WHERE d.deleted_at < EXCLUDED.deleted_at"
+        "_fetched_at = EXCLUDED._fetched_at, ingested_at = now() "
+        "WHERE d._fetched_at < EXCLUDED._fetched_at AND d.deleted_at <> EXCLUDED.deleted_at"
     ).format(deletions=DELETIONS, source=source, users=users, entries=entries)
 
     def delete(table: sql.Identifier, entity: str, user_id: str, played_at: str) -> sql.Composed:
         return sql.SQL(
             "WITH gone AS (DELETE FROM {table} AS t USING {source} AS s "
             "WHERE s.entity = {entity} AND t.id = s.id AND t.updated_at <= s.deleted_at "
-            "RETURNING t.id, {user_id} AS user_id, {played_at} AS played_at, s.deleted_at), "
-            "recorded AS (INSERT INTO {deletions} (entity, id, user_id, played_at, deleted_at) "
-            "SELECT {entity}, id, user_id, played_at, deleted_at FROM gone "
+            "AND t._fetched_at <= s._fetched_at "
+            "RETURNING t.id, {user_id} AS user_id, {played_at} AS played_at, s.deleted_at, "
+            "s._fetched_at), "
+            "recorded AS (INSERT INTO {deletions} "
+            "(entity, id, user_id, played_at, deleted_at, _fetched_at) "
+            "SELECT {entity}, id, user_id, played_at, deleted_at, _fetched_at FROM gone "
             "ON CONFLICT (entity, id) DO UPDATE SET user_id = EXCLUDED.user_id, "
             "played_at = EXCLUDED.played_at, deleted_at = EXCLUDED.deleted_at, "
-            "ingested_at = now() RETURNING 1) "
+            "_fetched_at = EXCLUDED._fetched_at, ingested_at = now() RETURNING 1) "
             "SELECT count(*) FROM recorded"
         ).format(
             table=table,

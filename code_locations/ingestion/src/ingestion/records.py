@@ -13,6 +13,7 @@ import re
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -180,6 +181,20 @@ class CopyText:
             return text
         escaped = self.escaped
         return "".join([escaped(r) for r in records])
+
+
+class Page(list):  # type: ignore[type-arg]
+    """The records of one response and when it arrived (UTC, the reader's clock).
+
+    Raw keeps the version of a row it read last, not the one with the largest updated_at:
+    upstream stamps can go backwards (see raw_tables), read times cannot.
+    """
+
+    __slots__ = ("read_at",)
+
+    def __init__(self, records: list[Any], read_at: datetime) -> None:
+        super().__init__(records)
+        self.read_at = read_at
 
 
 class UpstreamError(Exception):

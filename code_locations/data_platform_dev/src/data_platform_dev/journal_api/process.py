@@ -71,9 +71,14 @@ class JournalApiProcess:
         """Delete a user (and their entries) or an entry; the tombstones it made."""
         return self.admin("delete", {"entity": entity, "id": row_id})  # type: ignore[no-any-return]
 
-    def move(self, entry_id: int, user_id: int | None = None, days: int = 0) -> dict[str, Any]:
-        """An entry moved to another user and/or day, as a new version."""
+    def move(
+        self, entry_id: int, user_id: int | None = None, days: int = 0, late_seconds: int = 0
+    ) -> dict[str, Any]:
+        """An entry moved to another user and/or day, as a new version (``late_seconds``:
+        stamped that far in the past, a late commit that can go behind its current stamp)."""
         body = {"id": entry_id, "days": days, **({"user_id": user_id} if user_id else {})}
+        if late_seconds:
+            body["late_seconds"] = late_seconds
         return self.admin("move", body)  # type: ignore[no-any-return]
 
     def restore(self, entity: str, row_id: int) -> dict[str, Any]:

@@ -21,7 +21,9 @@ malformed JSON, a dropped, added or mistyped field, a repeated cursor, late comm
                               "late_seconds": 60, "same_stamp": true}
     POST /admin/delete       {"entity": "users" | "journal_entries", "id": 7}
     POST /admin/restore      {"entity": "users" | "journal_entries", "id": 7}
-    POST /admin/move         {"id": 7, "user_id": 3, "days": -2}   an entry to another user/day
+    POST /admin/move         {"id": 7, "user_id": 3, "days": -2, "late_seconds": 60}   an entry to
+                             another user/day; late_seconds stamps the new version in the past,
+                             possibly before the version it replaces (updated_at goes backwards)
 
 /admin/* needs ``Authorization: Bearer $JOURNAL_API_ADMIN_TOKEN`` (from the environment; without
 it the admin endpoints are off). With JOURNAL_API_TOKEN set, /api/v1/* needs that token too.
@@ -213,15 +215,18 @@ class JournalApi:
 
 def _move_arguments(body: dict[str, Any]) -> dict[str, Any]:
     """``move``'s arguments, checked: an entry id, optionally a user id and a day shift."""
-    unknown = set(body) - {"id", "user_id", "days"}
+    unknown = set(body) - {"id", "user_id", "days", "late_seconds"}
     if unknown:
         raise ValueError(f"unknown move argument(s) {sorted(unknown)}")
     entry_id, user_id, days = body.get("id"), body.get("user_id"), body.get("days", 0)
+    late = body.get("late_seconds", 0)
     if not isinstance(entry_id, int) or not isinstance(days, int) or abs(days) > 365:
         raise ValueError('expected {"id": <int>, "user_id": <int>, "days": -365..365}')
     if user_id is not None and not isinstance(user_id, int):
         raise ValueError(f"user_id must be an integer, got {user_id!r}")
-    return {"entry_id": entry_id, "user_id": user_id, "days": days}
+    if not isinstance(late, int) or not 0 <= late <= 86_400:
+        raise ValueError(f"late_seconds must be an integer from 0 to 86400, got {late!r}")
+    return {"entry_id": entry_id, "user_id": user_id, "days": days, "late_seconds": late}
 
 
 def _bounded_advance(body: dict[str, Any], faults: Faults) -> dict[str, Any]:

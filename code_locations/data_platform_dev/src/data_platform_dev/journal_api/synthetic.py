@@ -148,7 +148,8 @@ class Table:
     def append(self, row: dict[str, Any], updated_at_us: int) -> None:
         """A new version of a row; ``updated_at_us`` may lie in the past (a late commit)."""
         key = (updated_at_us, row["id"])
-        bisect.insort(self.log_stamps, key)
+        if key not in self.log_rows:  # a late version can take an earlier version's stamp
+            bisect.insort(self.log_stamps, key)
         self.log_rows[key] = row
         self.latest[row["id"]] = key
         self.gone.discard(row["id"])
@@ -376,17 +377,21 @@ class JournalData:
             self.deletions.append(made[-1])
         return made
 
-    def move(self, entry_id: int, user_id: int | None = None, days: int = 0) -> dict[str, Any]:
+    def move(
+        self, entry_id: int, user_id: int | None = None, days: int = 0, late_seconds: int = 0
+    ) -> dict[str, Any]:
         """A new version of an entry on another user and/or ``days`` earlier or later (a
         correction that moves it between feature rows); ``days < 0`` on a new entry makes it
-        a late one (played days ago, sent now)."""
+        a late one (played days ago, sent now). ``late_seconds`` stamps the new version that
+        far in the past (a late commit): its updated_at can lie before the version it replaces,
+        as when a transaction that began earlier commits later."""
         entries, users = self.tables["journal_entries"], self.tables["users"]
         if not entries.exists(entry_id):
             raise ValueError(f"no journal_entries row with id {entry_id}")
         if user_id is not None and not users.exists(user_id):
             raise ValueError(f"no users row with id {user_id}")
         row = entries.current(entry_id)
-        stamp = self._tick()
+        stamp = max(self._tick() - late_seconds * _US, self._end_us)
         played = datetime.fromisoformat(row["created_at"]) + timedelta(days=days)
         row["created_at"] = _iso_one(_to_us(played))
         row["user_id"] = row["user_id"] if user_id is None else user_id

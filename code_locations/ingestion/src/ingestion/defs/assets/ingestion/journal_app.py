@@ -160,9 +160,11 @@ def journal_app(
     postgres: PostgresResource,
     journal_api: JournalApiResource,
 ):
-    """Each selected endpoint loads in its own short merge; deletions come last. Their
-    materializations are reported together at the end, so downstream automation reacts
-    once to a whole batch instead of once per endpoint. An endpoint that fails does not
+    """Each selected endpoint loads in its own short merge; deletions come first, so a row
+    re-created since its deletion is read after its tombstone and stays (raw orders versions
+    and tombstones by read time, see raw_tables). The materializations are reported together
+    at the end, so downstream automation reacts once to a whole batch instead of once per
+    endpoint. An endpoint that fails does not
     stop the others; the run still fails, naming it, and what loaded is reported."""
     known = {record_type.endpoint for record_type in ENDPOINTS}
     if unknown := set(config.quarantine) - known:
@@ -172,8 +174,8 @@ def journal_app(
     results: list[dg.MaterializeResult | dg.AssetCheckResult] = []
     errors: list[Exception] = []
     steps: list[tuple[type[Record] | type[Tombstone], dg.AssetSpec]] = [
-        *ENDPOINTS.items(),
         *TOMBSTONES.items(),
+        *ENDPOINTS.items(),
     ]
     for record_type, spec in steps:
         if spec.key not in context.selected_asset_keys:
