@@ -46,7 +46,7 @@ from typing import Any
 import httpx
 import psutil
 import psycopg
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_graphql import DagsterGraphQLClient
 from data_platform import settings
 from data_platform.locations import FEATURE_STORE, INGESTION, LOCATIONS, TRANSFORMATION
@@ -67,6 +67,15 @@ FAULT_KINDS = ("upstream_5xx", "worker_kill", "redis_outage", "overlapping_run")
 INGEST_JOB = "ingest_journal_app_job"
 GOLD_JOB = "rebuild_gold_job"
 FEAST_JOB = "materialize_online_features_job"
+# what the comparisons read, and the gold each is built from
+DOWNSTREAM_OF_GOLD = {
+    AssetKey(["exports", "user_journal_features"]): [AssetKey(["gold", "user_journal_features"])],
+    AssetKey(["exports", "game_type_stats"]): [AssetKey(["gold", "game_type_stats"])],
+    AssetKey(["materialize_user_journal_features"]): [
+        AssetKey(["gold", "user_journal_features_history"]),
+        AssetKey(["gold", "game_type_stats_history"]),
+    ],
+}
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 GOLD_TABLES = ("user_journal_features", "game_type_stats")
 USER_FEATURES = (
@@ -432,6 +441,31 @@ class Soak:
                 since = time.time() - 1
                 self.wait_run(self.launch(job, location), timeout)
                 self.wait_quiet(since, timeout, settle=10)
+        self.wait_downstream_current(timeout)
+
+    def wait_downstream_current(self, timeout: float) -> bool:
+        """Until each asset built from gold was materialized after the gold it reads.
+
+        Quiet runs are not enough on a busy machine: automation may request the exports or
+        Feast run for the last gold build more than the settle time after it landed, and the
+        comparison would then read a build older than gold.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            behind = [
+                "/".join(key.path)
+                for key, sources in DOWNSTREAM_OF_GOLD.items()
+                if self._materialized_at(key) < max(map(self._materialized_at, sources))
+            ]
+            if not behind:
+                return True
+            self.tick(1.0)
+        say(f"still older than the gold they read after {timeout:.0f} s: {', '.join(behind)}")
+        return False
+
+    def _materialized_at(self, key: AssetKey) -> float:
+        event = self.instance.get_latest_materialization_event(key)
+        return event.timestamp if event is not None else 0.0
 
     def latest_run(self, location: str) -> Any:
         runs = [

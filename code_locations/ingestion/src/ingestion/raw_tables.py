@@ -212,7 +212,7 @@ def _plan(
                 for name, pg_type in columns(record_type)
             ]
             definitions.append(sql.SQL("_ingested_at timestamptz NOT NULL DEFAULT now()").format())
-            definitions.append(_FETCHED_AT_COLUMN)
+            definitions.append(_FETCHED_AT_COLUMN.format())
             plan.append(
                 sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(definitions))
             )
