@@ -24,7 +24,7 @@ FAULTS = {
     ),
     "persistent 5xx": (
         {"error_rate": 1.0},
-        r"GET http://127\.0\.0\.1:\d+/api/v1/users failed 2 times; last error: HTTP 503",
+        r"GET http://127\.0\.0\.1:\d+/api/v1/deletions failed 2 times; last error: HTTP 503",
     ),
 }
 
