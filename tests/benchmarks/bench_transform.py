@@ -159,6 +159,11 @@ def report(label: str, seconds: float, rows: int, nodes: dict[str, float]) -> No
     for model in MODELS:
         print(f"  {model:<26}: {by_name.get(model, 0.0):6.2f} s")
     print(f"  {len(tests)} tests                  : {sum(tests):6.2f} s (summed)")
+    slowest = sorted(
+        ((s, uid) for uid, s in nodes.items() if uid.startswith("test.")), reverse=True
+    )[:8]
+    for s, uid in slowest:
+        print(f"    {s:6.2f} s  {uid.split('.')[2][:70]}")
 
 
 def run(servers: LocalServers, args: argparse.Namespace) -> None:
