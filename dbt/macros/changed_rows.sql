@@ -1,8 +1,8 @@
 {#-
   Tests on the rows a build changed. With var('changed_since') (the build's start, which the
   dbt_analytics asset passes), a test reads only the rows written since: a model's rows whose
-  column meta.changed_rows is at or after it, and the raw entries not merged into staging yet
-  (with the hour stg_journal_entries reads again). A model the build rewrote in full (first
+  column meta.changed_rows is at or after it, and the raw entries stg_journal_entries has not
+  read yet (from its watermark, read_watermark.sql). A model the build rewrote in full (first
   build, full refresh, changed game types) has every row written since, so its tests read the
   whole table; without the var every test does. Rows kept from earlier builds passed then.
   A test about the whole table (meta all_rows, e.g. "no entry is quarantined") always reads it.
@@ -40,10 +40,8 @@
     {%- if relation.schema == raw_entries.schema and relation.identifier == raw_entries.identifier -%}
         {%- set merged = adapter.get_relation(relation.database, staging.schema, staging.alias) -%}
         {%- if merged is not none -%}
-            {%- do return(
-                "_ingested_at > (select coalesce(max(_ingested_at), '-infinity'::timestamptz)"
-                ~ " - interval '1 hour' from " ~ merged ~ ")"
-            ) -%}
+            {%- set noted = adapter.get_relation(relation.database, staging.schema, 'read_watermarks') -%}
+            {%- do return("_ingested_at >= " ~ entries_read_from(merged, noted is not none)) -%}
         {%- endif -%}
     {%- endif -%}
     {%- do return(none) -%}

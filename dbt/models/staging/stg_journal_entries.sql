@@ -5,8 +5,9 @@
   a changed entry used to be; the hooks log each merged or deleted entry's dates to
   journal_entry_changes (entry_changes.sql), from which the gold models recompute.
   _ingested_at is an ingestion transaction's start time, so a load that commits after this
-  model ran can carry an older stamp than rows already merged: the last hour is read again,
-  and only rows whose stamp differs from the merged copy are merged.
+  model ran can carry an older stamp than rows already merged: each build reads raw from the
+  watermark the last one noted (read_watermark.sql), and merges only rows whose stamp differs
+  from the merged copy.
   is_future_dated quarantines an entry dated after it was ingested (five minutes of clock
   skew allowed): gold ignores it, and a dbt test (a failing warn-level check) reports it. It
   depends only on the row, so a full refresh quarantines exactly the same entries.
@@ -26,8 +27,12 @@
             {'columns': ['_ingested_at']},
         ],
         meta={'changed_rows': '_loaded_at'},
-        pre_hook="{{ create_entry_changes() }}",
-        post_hook=["{{ log_entry_changes() }}", "{{ analyze_if_new() }}"],
+        pre_hook=["{{ create_entry_changes() }}", "{{ note_read_watermark() }}"],
+        post_hook=[
+            "{{ log_entry_changes() }}",
+            "{{ save_read_watermark() }}",
+            "{{ analyze_if_new() }}",
+        ],
     )
 }}
 {%- set deletions = deletions_relation() if execute else none %}
@@ -58,9 +63,6 @@ where true
     and raw_entries.user_id not in (select id from {{ deletions }} where entity = 'users')
 {%- endif %}
 {%- if is_incremental() %}
-    and raw_entries._ingested_at > (
-        select coalesce(max(_ingested_at), '-infinity'::timestamptz) - interval '1 hour'
-        from {{ this }}
-    )
+    and raw_entries._ingested_at >= {{ entries_read_from(this) }}
     and raw_entries._ingested_at is distinct from previous._ingested_at
 {%- endif %}

@@ -69,7 +69,7 @@ DELETIONS = sql.Identifier(SCHEMA, "deletions")
 MIGRATIONS = sql.Identifier(SCHEMA, "schema_migrations")
 DELETIONS_TABLE = f"{SCHEMA}.deletions"
 # bump when a table below changes shape (the record tables are versioned by their declarations)
-_LAYOUT = 2  # 2: _fetched_at on the record tables and raw.deletions
+_LAYOUT = 3  # 2: _fetched_at on the record tables and raw.deletions; 3: _ingested_at indexes
 # when a version (or tombstone) was read; rows that existed before the column get the
 # migration's time (a fast default, no rewrite): every later read is later than theirs
 FETCHED_AT = "_fetched_at"
@@ -165,6 +165,12 @@ def _plan(
         [SCHEMA],
     ):
         existing.setdefault(table, {})[column] = is_nullable
+    indexes = {
+        name
+        for (name,) in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s", [SCHEMA]
+        )
+    }
     plan: list[sql.Composed] = []
     if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [SCHEMA]).fetchone() is None:
         plan.append(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
@@ -234,6 +240,14 @@ def _plan(
                             table, sql.Identifier(name)
                         )
                     )
+        # dbt reads the rows ingested since its last build (dbt/macros/read_watermark.sql):
+        # a range over this index, not a scan of the table
+        if f"{record_type.table}_ingested_at" not in indexes:
+            plan.append(
+                sql.SQL("CREATE INDEX {} ON {} (_ingested_at)").format(
+                    sql.Identifier(f"{record_type.table}_ingested_at"), table
+                )
+            )
         if f"{record_type.endpoint}_rejected" not in existing:
             plan.append(
                 sql.SQL(
