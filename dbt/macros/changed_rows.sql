@@ -40,8 +40,7 @@
     {%- if relation.schema == raw_entries.schema and relation.identifier == raw_entries.identifier -%}
         {%- set merged = adapter.get_relation(relation.database, staging.schema, staging.alias) -%}
         {%- if merged is not none -%}
-            {%- set noted = adapter.get_relation(relation.database, staging.schema, 'read_watermarks') -%}
-            {%- do return("_ingested_at >= " ~ entries_read_from(merged, noted is not none)) -%}
+            {%- do return("_ingested_at >= " ~ entries_read_from(merged)) -%}
         {%- endif -%}
     {%- endif -%}
     {%- do return(none) -%}

@@ -46,20 +46,25 @@
 {%- endmacro %}
 
 
-{#- The stamp from which raw rows are new to ``staging`` (the stg_journal_entries relation):
-    its last build's watermark, or (a warehouse from before watermarks) the newest merged
-    stamp less an hour. -#}
-{% macro entries_read_from(staging, watermarks_exist=true) -%}
-    {%- set fallback -%}
-        (select coalesce(max(_ingested_at), '-infinity'::timestamptz) - interval '1 hour'
-         from {{ staging }})
-    {%- endset -%}
-    {%- if watermarks_exist -%}
-        coalesce(
-            (select read_from from {{ read_watermarks(staging) }} where model = 'stg_journal_entries'),
-            {{ fallback }}
-        )
-    {%- else -%}
-        {{ fallback }}
+{#- The stamp from which raw rows are new to ``staging`` (the stg_journal_entries relation),
+    as a literal: its last build's watermark, or (a warehouse from before watermarks) the
+    newest merged stamp less an hour. A literal, not a subquery: the planner then knows how
+    few rows it selects, and joins them to staging through its index instead of hashing all
+    of staging (5.6 s of 16 s at 10,000,000 entries). -#}
+{% macro entries_read_from(staging) -%}
+    {%- if not execute -%}
+        {{ return("'-infinity'::timestamptz") }}
     {%- endif -%}
+    {%- set noted = adapter.get_relation(staging.database, staging.schema, 'read_watermarks') -%}
+    {%- set query -%}
+        select coalesce(
+            {%- if noted is not none %}
+            (select read_from from {{ noted }} where model = 'stg_journal_entries'),
+            {%- endif %}
+            (select max(_ingested_at) - interval '1 hour' from {{ staging }}),
+            '-infinity'::timestamptz
+        )::text
+    {%- endset -%}
+    {%- set read_from = run_query(query).columns[0].values()[0] -%}
+    {{ return("'" ~ read_from ~ "'::timestamptz") }}
 {%- endmacro %}

@@ -10,7 +10,7 @@ every model and test). Full = the first build over the loaded data, every row te
 incremental = the next build after +1% (the database vacuumed and analyzed first, untimed, as
 autovacuum would between hourly builds), testing the rows it wrote.
 
-    python -m tests.benchmarks.bench_transform [--entries 1000000] [--users 10000]
+    python -m tests.benchmarks.bench_transform [--entries 1000000[,10000000 ...]] [--users 10000]
 """
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ MODELS = (
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument(
+        "--entries",
+        type=lambda text: [int(size) for size in text.replace("_", "").split(",")],
+        default=[1_000_000],
+        help="journal entries; several sizes separated by commas give a growth curve",
+    )
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument(
         "--new-share", type=float, default=0.01, help="new entries, incremental run"
@@ -56,12 +61,23 @@ def main() -> None:
         one_build(datetime.fromisoformat(args.one_build))
         return
 
-    upstream = {"users": args.users, "entries": args.entries, "end": "2026-06-30"}
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-transform-") as tmp,
-        local_servers(Path(tmp), upstream=upstream) as servers,
-    ):
-        run(servers, args)
+    curve = []
+    for entries in args.entries:
+        upstream = {"users": args.users, "entries": entries, "end": "2026-06-30"}
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-transform-") as tmp,
+            local_servers(Path(tmp), upstream=upstream) as servers,
+        ):
+            print(f"--- {entries:,} entries")
+            curve.append(run(servers, args, entries))
+    if len(curve) > 1:
+        print("growth (entries: full s, incremental s, ratio):")
+        for point in curve:
+            print(
+                f"  {point['entries']:>12,}: {point['full_s']:7.2f} {point['incremental_s']:7.2f}"
+                f" {point['ratio']:6.3f}"
+            )
+    print(json.dumps({**curve[-1], "curve": curve} if len(curve) > 1 else curve[-1]))
 
 
 def one_build(as_of: datetime) -> None:
@@ -166,7 +182,7 @@ def report(label: str, seconds: float, rows: int, nodes: dict[str, float]) -> No
         print(f"    {s:6.2f} s  {uid.split('.')[2][:70]}")
 
 
-def run(servers: LocalServers, args: argparse.Namespace) -> None:
+def run(servers: LocalServers, args: argparse.Namespace, size: int) -> dict[str, Any]:
     warehouse, api = servers.warehouse(), servers.journal_api
     assert api is not None
     os.environ.update(
@@ -184,7 +200,7 @@ def run(servers: LocalServers, args: argparse.Namespace) -> None:
     full_s, nodes = dbt_build(newest_entry(warehouse))
     report("full dbt build", full_s, entries, nodes)
 
-    new_entries = int(args.entries * args.new_share)
+    new_entries = int(size * args.new_share)
     api.advance(new_entries=new_entries)
     seconds = ingest(warehouse, api)
     settle(warehouse)
@@ -206,6 +222,7 @@ def run(servers: LocalServers, args: argparse.Namespace) -> None:
         "ratio": round(incremental_s / full_s, 3),
     }
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":
