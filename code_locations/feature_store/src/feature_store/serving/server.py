@@ -3,7 +3,8 @@
 ``feast serve`` also serves /push, /write-to-online-store, /materialize and
 /materialize-incremental without authentication. Writes to Redis belong to the Dagster asset
 alone, so this server drops every route but the reads; binding 127.0.0.1 (the default) keeps
-even those on the machine.
+even those on the machine. POST /get-online-features goes through ``read_path`` first: the
+same answer from Feast's parts in fewer steps, Feast's handler for whatever it leaves.
 
 Tuned for tail latency (the local stack and the chart start it with these defaults):
 - workers: uvicorn processes (Feast's read path holds the GIL, so one per CPU it may use);
