@@ -147,3 +147,24 @@ def test_only_reads_are_served(server_app):
 
     for write in ("/push", "/write-to-online-store", "/materialize", "/materialize-incremental"):
         assert asyncio.run(post(write)) == 404, write
+
+
+def test_a_registry_refresh_reaches_the_lean_path(server_app, feast_env, gold_expected):
+    """A feature service applied after start-up: unknown (Feast's 404) until the server's
+    registry refreshes, then answered by the lean path like Feast's handler."""
+    from feast import FeatureService
+
+    users = sorted(gold_expected())[:2]
+    body = {"feature_service": "analyzer_v2", "entities": {"user_id": users}}
+    ((ours, theirs, answered),) = asyncio.run(_ask_both(server_app, [body]))
+    assert (ours.status_code, theirs.status_code, answered) == (404, 404, 0)
+
+    deployer = feast_env.store()
+    view = deployer.get_feature_view(USER_VIEW)
+    deployer.apply([FeatureService(name="analyzer_v2", features=[view[["entries_7d"]]])])
+    server_app.store.refresh_registry()  # what the server's refresh timer does
+
+    ((ours, theirs, answered),) = asyncio.run(_ask_both(server_app, [body]))
+    assert (ours.status_code, answered) == (200, 1), ours.text
+    assert ours.content == theirs.content
+    assert ours.json()["metadata"]["feature_names"] == ["user_id", "entries_7d"]

@@ -155,21 +155,29 @@ class LeanOnlineFeatures:
         return await self._read(plan, entity_columns)
 
     def _plan(self, key: tuple[Any, ...]) -> Plan | None:
-        """Feast's resolution of these features, remembered until the registry refreshes."""
-        stamp = getattr(self.store.registry, "cached_registry_proto_created", None)
-        if stamp is None or stamp != self._registry_stamp or len(self._plans) >= MAX_PLANS:
+        """Feast's resolution of these features, remembered until the registry refreshes.
+        Once Feast's registry cache has expired (refreshes failing), nothing is remembered:
+        each request resolves again, so Feast re-reads the registry or fails as it would."""
+        registry = self.store.registry
+        stamp = getattr(registry, "cached_registry_proto_created", None)
+        is_valid = getattr(registry, "is_cache_valid", None)
+        if stamp is None or is_valid is None or not is_valid():
+            self._plans.clear()
+            self._registry_stamp = None
+            return self._resolve_or_none(key)
+        if stamp != self._registry_stamp or len(self._plans) >= MAX_PLANS:
             self._plans.clear()
             self._registry_stamp = stamp
-        if key in self._plans:
-            return self._plans[key]
+        if key not in self._plans:
+            self._plans[key] = self._resolve_or_none(key)
+        return self._plans[key]
+
+    def _resolve_or_none(self, key: tuple[Any, ...]) -> Plan | None:
         try:
-            plan = self._resolve(key)
+            return self._resolve(key)
         except Exception:  # Feast's handler raises the same, in its own error shape
             logger.debug("features %s: Feast's handler answers", key, exc_info=True)
-            plan = None
-        if stamp is not None:
-            self._plans[key] = plan
-        return plan
+            return None
 
     def _resolve(self, key: tuple[Any, ...]) -> Plan | None:
         from feast import utils
