@@ -5,6 +5,7 @@ asset): the server's app (lean path in front) and the Feast app behind it, asked
 """
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ USER_FEATURES = [
     for name in ("entries_7d", "avg_mood_30d", "favorite_game_type", "minutes_30d")
 ]
 MISSING_USER = 987_654
+READ_ONE = json.dumps({"features": USER_FEATURES, "entities": {"user_id": [1]}}).encode()
 
 
 async def _ask_both(
@@ -35,7 +37,13 @@ async def _ask_both(
     async with lean, feast:
         for body in bodies:
             before = app.answered
-            kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+            if isinstance(body, tuple):  # (content type, body)
+                kwargs: dict[str, Any] = {
+                    "content": body[1],
+                    "headers": {"content-type": body[0]} if body[0] else {},
+                }
+            else:
+                kwargs = {"json": body}
             ours = await lean.post("/get-online-features", **kwargs)
             theirs = await feast.post("/get-online-features", **kwargs)
             answers.append((ours, theirs, app.answered - before))
@@ -107,7 +115,10 @@ def test_lean_reads_equal_feasts_handler(server_app, gold_expected):
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        (b"{not json", 422),
+        (("application/json", b"{not json"), 422),
+        # FastAPI reads JSON only under a JSON content type
+        (("text/plain", READ_ONE), 422),
+        (("", READ_ONE), 422),
         ({"features": USER_FEATURES}, 422),  # no entities
         ({"features": USER_FEATURES, "entities": {"user_id": 7}}, 422),
         ({"features": ["nope:x"], "entities": {"user_id": [1]}}, 404),

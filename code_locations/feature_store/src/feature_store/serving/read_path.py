@@ -105,7 +105,7 @@ class LeanOnlineFeatures:
         if body is None:  # the client went away
             return
         try:
-            payload = await self.answer(body)
+            payload = await self.answer(body) if _json_content(scope) else None
         except Exception:
             logger.warning("lean read failed, Feast's handler answers instead", exc_info=True)
             payload = None
@@ -331,6 +331,18 @@ def _feast_handler_is_plain() -> bool:
     if flags.request or flags.online_features or flags.audit_logging:
         return False
     return get_security_manager() is None
+
+
+def _json_content(scope: Scope) -> bool:
+    """Whether FastAPI would read the body as JSON: its content type is application/json or
+    application/*+json (without one, or with another, Feast's handler refuses it)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or (
+                media.startswith(b"application/") and media.endswith(b"+json")
+            )
+    return False
 
 
 async def _read_body(receive: Receive) -> bytes | None:
