@@ -26,7 +26,6 @@ from typing import Any
 import orjson
 from feast import FeatureStore, FeatureView
 from feast.feature_server_utils import _timestamp_to_str, _value_to_native
-from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
@@ -124,7 +123,7 @@ class LeanOnlineFeatures:
 
     async def answer(self, body: bytes) -> bytes | None:
         """The response body Feast would send, or None for Feast to answer."""
-        if not _feast_handler_is_plain():
+        if not _feast_handler_is_plain(self.store):
             return None
         try:
             request = orjson.loads(body)
@@ -209,7 +208,7 @@ class LeanOnlineFeatures:
             return None
         views = []
         for view, requested in grouped_refs:
-            if type(view) is not FeatureView or isinstance(view, OnDemandFeatureView):
+            if type(view) is not FeatureView:  # on-demand, stream views: Feast's handler
                 return None
             if view.projection.join_key_map or getattr(view, "current_version_number", None):
                 return None
@@ -322,15 +321,15 @@ def _feast_timestamp(moment: datetime) -> str:
     return _timestamp_to_str(stamp)
 
 
-def _feast_handler_is_plain() -> bool:
-    """Feast's handler does nothing but read when no auth and no metrics are set up."""
+def _feast_handler_is_plain(store: FeatureStore) -> bool:
+    """Feast's handler does nothing but read when no auth, metrics or MLflow logging is set up."""
     from feast import metrics
     from feast.permissions.security_manager import get_security_manager
 
     flags = metrics._config
     if flags.request or flags.online_features or flags.audit_logging:
         return False
-    return get_security_manager() is None
+    return get_security_manager() is None and store.mlflow is None
 
 
 def _json_content(scope: Scope) -> bool:
