@@ -58,9 +58,9 @@ def cache_dir() -> Path:
 # Tools and storage
 
 
-def ensure_tools() -> None:
-    """apt-get install what is missing (CI runs as root on Debian)."""
-    missing = [package for package, binary in TOOLS.items() if shutil.which(binary) is None]
+def ensure_tools(tools: dict[str, str] = TOOLS) -> None:
+    """apt-get install what is missing (CI runs as root on Debian): package -> binary."""
+    missing = [package for package, binary in tools.items() if shutil.which(binary) is None]
     if not missing:
         return
     if os.geteuid() != 0:

@@ -3,7 +3,8 @@
 ``feast serve`` also serves /push, /write-to-online-store, /materialize and
 /materialize-incremental without authentication. Writes to Redis belong to the Dagster asset
 alone, so this server drops every route but the reads; binding 127.0.0.1 (the default) keeps
-even those on the machine.
+even those on the machine. POST /get-online-features goes through ``read_path`` first: the
+same answer from Feast's parts in fewer steps, Feast's handler for whatever it leaves.
 
 Tuned for tail latency (the local stack and the chart start it with these defaults):
 - workers: uvicorn processes (Feast's read path holds the GIL, so one per CPU it may use);
@@ -26,10 +27,13 @@ import gc
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from feast import FeatureStore
+
+if TYPE_CHECKING:
+    from feature_store.serving.read_path import LeanOnlineFeatures
 
 READ_ENDPOINTS = frozenset({"/get-online-features", "/health"})
 DEFAULT_HOST = "127.0.0.1"
@@ -51,14 +55,23 @@ def read_only_app(
     return app
 
 
-def create_app() -> FastAPI:
+def serving_app(
+    store: FeatureStore, registry_ttl_seconds: int = DEFAULT_REGISTRY_TTL_SECONDS
+) -> LeanOnlineFeatures:
+    """What the server runs: the read-only app behind the lean read path."""
+    from feature_store.serving.read_path import LeanOnlineFeatures
+
+    return LeanOnlineFeatures(read_only_app(store, registry_ttl_seconds), store)
+
+
+def create_app() -> LeanOnlineFeatures:
     """The app of one worker process (uvicorn's factory), from the server's command line:
     multiprocessing hands ``sys.argv`` to every worker it spawns."""
     from feature_store.feast_config import open_feature_store
 
     args = parse_args()
     store = open_feature_store(args.repo_path)
-    app = read_only_app(store, args.registry_ttl)
+    app = serving_app(store, args.registry_ttl)
     gc.collect()
     gc.freeze()  # what start-up built lives as long as the process: never scan it again
     return app
