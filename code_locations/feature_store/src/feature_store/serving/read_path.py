@@ -269,11 +269,13 @@ class LeanOnlineFeatures:
         )
         stamps: dict[datetime | None, str] = {None: EPOCH}
         entity_stamps = [
-            stamps[ts] if ts in stamps else stamps.setdefault(ts, _feast_timestamp(ts))
+            stamps[ts]
+            if ts in stamps or ts is None
+            else stamps.setdefault(ts, _feast_timestamp(ts))
             for ts, _ in found
         ]
         row_stamps = [entity_stamps[i] for i in row_entity]
-        out = []
+        out: list[tuple[str, dict[str, list[Any]]]] = []
         for feature, output in read.columns:
             by_entity = [
                 (NOT_FOUND, None)
