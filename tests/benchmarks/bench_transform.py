@@ -77,7 +77,7 @@ def main() -> None:
                 f"  {point['entries']:>12,}: {point['full_s']:7.2f} {point['incremental_s']:7.2f}"
                 f" {point['ratio']:6.3f}"
             )
-    print(json.dumps({**curve[-1], "curve": curve} if len(curve) > 1 else curve[-1]))
+        print(json.dumps({**curve[-1], "curve": curve}))
 
 
 def one_build(as_of: datetime) -> None:
