@@ -26,19 +26,19 @@ import argparse
 import io
 import json
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import psycopg
-from data_platform_dev.stack.servers import LocalServers, local_servers
+from data_platform_dev.stack.servers import LocalServers
 from data_platform_dev.timed_reader import TimedReader
 from ingestion.defs.assets.ingestion.journal_app import journal_app
 from ingestion.journal_api import JournalApiResource
 from ingestion.raw_tables import migrate
 from ingestion.records import JournalEntry
+
+from tests.benchmarks.sizes import entry_sizes, fresh_stacks
 
 COLUMNS = "id, created_at, updated_at, user_id, game_type_id, duration_minutes, score, mood"
 
@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--entries",
-        type=lambda text: [int(size) for size in text.replace("_", "").split(",")],
+        type=entry_sizes,
         default=[1_000_000],
         help="rows to ingest; several sizes separated by commas give a growth curve",
     )
@@ -57,14 +57,8 @@ def main() -> None:
     args = parser.parse_args()
 
     curve = []
-    for entries in args.entries:
-        upstream = {"users": args.users, "entries": entries, "end": "2026-06-30"}
-        with (
-            tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp,
-            local_servers(Path(tmp), upstream=upstream) as servers,
-        ):
-            print(f"--- {entries:,} entries")
-            curve.append(run(servers, args, entries))
+    for entries, servers in fresh_stacks(args.entries, args.users, "bench-ingest-"):
+        curve.append(run(servers, args, entries))
     if len(curve) > 1:
         keys = (
             "rows",

@@ -20,19 +20,19 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import psycopg
 from data_platform.resources import PostgresResource
 from data_platform_dev.journal_api.process import JournalApiProcess
-from data_platform_dev.stack.servers import LocalServers, local_servers
+from data_platform_dev.stack.servers import LocalServers
 from ingestion.defs.assets.ingestion.journal_app import journal_app
 from ingestion.journal_api import JournalApiResource
+
+from tests.benchmarks.sizes import entry_sizes, fresh_stacks
 
 MODELS = (
     "stg_journal_entries",
@@ -47,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--entries",
-        type=lambda text: [int(size) for size in text.replace("_", "").split(",")],
+        type=entry_sizes,
         default=[1_000_000],
         help="journal entries; several sizes separated by commas give a growth curve",
     )
@@ -62,14 +62,8 @@ def main() -> None:
         return
 
     curve = []
-    for entries in args.entries:
-        upstream = {"users": args.users, "entries": entries, "end": "2026-06-30"}
-        with (
-            tempfile.TemporaryDirectory(prefix="bench-transform-") as tmp,
-            local_servers(Path(tmp), upstream=upstream) as servers,
-        ):
-            print(f"--- {entries:,} entries")
-            curve.append(run(servers, args, entries))
+    for entries, servers in fresh_stacks(args.entries, args.users, "bench-transform-"):
+        curve.append(run(servers, args, entries))
     if len(curve) > 1:
         print("growth (entries: full s, incremental s, ratio):")
         for point in curve:

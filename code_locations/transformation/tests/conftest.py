@@ -68,6 +68,21 @@ def raw_tables(dbt_warehouse: PostgresResource) -> PostgresResource:
 
 
 @pytest.fixture
+def chess_player(raw_tables: PostgresResource) -> PostgresResource:
+    """raw_tables with one game type (1, chess) and one user (1): entries need both."""
+    with raw_tables.connect() as conn:
+        conn.execute(
+            "INSERT INTO raw.game_types (id, created_at, updated_at, name, category) "
+            "VALUES (1, now(), now(), 'chess', 'strategy')"
+        )
+        conn.execute(
+            "INSERT INTO raw.users (id, created_at, updated_at, name, email) "
+            "VALUES (1, now(), now(), 'user 1', 'u1@example.com')"
+        )
+    return raw_tables
+
+
+@pytest.fixture
 def ingest(warehouse: PostgresResource) -> Callable[[JournalApiProcess], dg.ExecuteInProcessResult]:
     """Load raw.* from the dev upstream with the ingestion location's own assets."""
 

@@ -24,17 +24,10 @@ def test_the_prepared_manifest_runs_against_any_warehouse(tmp_path) -> None:
     assert all(n.test_metadata is not None for n in generic), "generic tests lost their arguments"
 
 
-def test_incremental_builds_test_the_rows_they_wrote(raw_tables, build_gold, rows) -> None:
+def test_incremental_builds_test_the_rows_they_wrote(chess_player, build_gold, rows) -> None:
+    raw_tables = chess_player
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     with raw_tables.connect() as conn:
-        conn.execute(
-            "INSERT INTO raw.game_types (id, created_at, updated_at, name, category) "
-            "VALUES (1, now(), now(), 'chess', 'strategy')"
-        )
-        conn.execute(
-            "INSERT INTO raw.users (id, created_at, updated_at, name, email) "
-            "VALUES (1, now(), now(), 'user 1', 'u1@example.com')"
-        )
         for entry_id, days_ago in enumerate((20, 10, 2), start=1):
             at = midnight - days_ago * DAY + timedelta(hours=9)
             conn.execute(

@@ -26,17 +26,10 @@ def _read_from(conn: psycopg.Connection) -> datetime:
     return read_from  # type: ignore[no-any-return]
 
 
-def test_a_load_committed_after_a_build_is_merged_by_the_next(raw_tables, build_gold) -> None:
+def test_a_load_committed_after_a_build_is_merged_by_the_next(chess_player, build_gold) -> None:
+    raw_tables = chess_player
     played = datetime.now(UTC) - timedelta(hours=3)
     with raw_tables.connect() as conn:
-        conn.execute(
-            "INSERT INTO raw.game_types (id, created_at, updated_at, name, category) "
-            "VALUES (1, now(), now(), 'chess', 'strategy')"
-        )
-        conn.execute(
-            "INSERT INTO raw.users (id, created_at, updated_at, name, email) "
-            "VALUES (1, now(), now(), 'user 1', 'u1@example.com')"
-        )
         conn.execute(INSERT_ENTRY, [1, played, played])
     assert build_gold().success
 
