@@ -1,8 +1,9 @@
 """Incremental gold equals a full refresh after any sequence of upstream changes.
 
-Hypothesis writes random change sequences into raw (new, late, corrected, moved, future-dated
-and deleted entries, deleted users, a renamed game type), runs incremental dbt builds between
-them (as-of time moving on, some builds of staging alone), then compares gold with a
+Hypothesis writes random change sequences into raw (new entries, some dated on the as-of date,
+late, corrected, moved, future-dated and deleted entries, deleted users, a renamed game type),
+runs incremental dbt builds between them (as-of time moving on, some builds of staging alone,
+some of the as-of date alone), then compares gold with a
 `--full-refresh` build of the same data: EXCEPT both ways must be empty. The real Postgres and
 dbt run every example; one user keeps a daily streak longer than the recompute window.
 """
@@ -197,6 +198,9 @@ day = st.integers(min_value=-60, max_value=0)
 change = st.one_of(
     st.tuples(st.just("add"), st.sampled_from(USERS), st.sampled_from(list(GAME_TYPES)), day,
               st.integers(0, 1439), st.integers(0, 1000), st.integers(1, 5)),
+    # dated on the as-of date before the as-of time: a build of that day alone (as_of_only)
+    st.tuples(st.just("now"), st.sampled_from(USERS), st.sampled_from(list(GAME_TYPES)),
+              st.integers(1, 600), st.integers(0, 1000), st.integers(1, 5)),
     st.tuples(st.just("late"), st.sampled_from(USERS), st.sampled_from(list(GAME_TYPES)),
               st.integers(-45, -31), st.integers(0, 1439), st.integers(0, 1000), st.integers(1, 5)),
     st.tuples(st.just("future"), st.sampled_from(USERS), st.sampled_from(list(GAME_TYPES)),
@@ -248,6 +252,11 @@ def test_incremental_gold_equals_full_refresh(dbt_warehouse, world, sequence) ->
         kind, *args = step
         if kind in ("add", "late", "future"):
             upstream.add(*args)
+        elif kind == "now":
+            user, game, minutes_before, score, mood = args
+            at = world.as_of - timedelta(minutes=minutes_before)
+            day, minute = (at - upstream.today).days, (at - upstream.today).seconds // 60
+            upstream.add(user, game, day, minute, score, mood)
         elif kind == "change":
             upstream.change(*args)
         elif kind == "delete_entry":

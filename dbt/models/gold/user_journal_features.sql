@@ -4,7 +4,10 @@
   entry, so recency grows and the windows drop old entries without new data. Semantics of each
   column: gold.yml. Incremental: rows from the build's start (incremental_recompute.sql) on are
   rebuilt; their windows read entries from 29 days earlier, and the kept row 30 days earlier
-  carries what is older (the last entry date and the streak).
+  carries what is older (the last entry date and the streak). A build that rebuilds at most the
+  as-of date and the day before (within a day, or the first after midnight: the usual builds)
+  sums each row's windows straight from its entries instead (recent_windows), and the kept row
+  the day before its start carries what is older: no row per day for the 29 days before.
 -#}
 {{
     config(
@@ -27,7 +30,17 @@
 {%- set game_type_ids = game_type_ids() %}
 
 with bounds as (
-    select * from {{ gold_bounds() }} as bounds
+    select
+        bounds.*,
+        {{ 'bounds.as_of_date - bounds.build_from <= 1' if is_incremental() else 'false' }}
+            as recent_only
+    from {{ gold_bounds() }} as bounds
+),
+
+seed as (
+    {#- the day of the kept row that carries what is older than the rebuilt rows -#}
+    select case when recent_only then build_from - 1 else build_from - 30 end as seed_day
+    from bounds
 ),
 
 {#- scalar subqueries, not joins: the planner then ranges over the entry_date and feature_date
@@ -45,11 +58,40 @@ daily as (
         {%- endfor %}
     from {{ accepted_entries() }} as entries
     where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
+        and not (select recent_only from bounds)
     group by entries.user_id, entries.entry_date
 ),
 
+{#- the windows of each rebuilt row of a recent-only build, straight from the entries they
+    cover (each entry counts in the one or two rows whose 30 days hold it) -#}
+recent_windows as (
+    select
+        entries.user_id,
+        days.day as feature_date,
+        min(entries.entry_date) as first_entry_date,
+        count(*) filter (where entries.entry_date = days.day) as entries_1d,
+        count(*) filter (where entries.entry_date > days.day - 7) as entries_7d,
+        count(*) as entries_30d,
+        sum(entries.mood) as mood_sum_30d,
+        sum(entries.score) as score_sum_30d,
+        sum(entries.duration_minutes) as minutes_30d,
+        max(entries.entry_date) as last_entry_date
+        {%- for id in game_type_ids %},
+        count(*) filter (where entries.game_type_id = {{ id }}) as game_type_{{ id }}_30d
+        {%- endfor %}
+    from {{ accepted_entries() }} as entries
+    inner join bounds on bounds.recent_only
+    inner join lateral (
+        select day::date from generate_series(bounds.build_from, bounds.as_of_date, interval '1 day') as day
+    ) as days on entries.entry_date between days.day - 29 and days.day
+    where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
+        and entries.entry_date <= (select as_of_date from {{ gold_bounds() }} as bounds)
+        and (select recent_only from bounds)
+    group by entries.user_id, days.day
+),
+
 earlier as (
-    {#- the kept row the day before the window: its last entry and the run of days it ends -#}
+    {#- the kept row on the seed day: its last entry and the run of days it ends -#}
     {%- if is_incremental() %}
     select
         kept.user_id,
@@ -57,28 +99,29 @@ earlier as (
         case when kept.days_since_last_entry = 0 then kept.current_streak_days else 0 end
             as run_days
     from {{ this }} as kept
-    where kept.feature_date = (select build_from - 30 from {{ gold_bounds() }} as bounds)
+    where kept.feature_date = (select seed_day from seed)
     {%- else %}
     select null::bigint as user_id, null::date as last_entry_date, null::integer as run_days
     where false
     {%- endif %}
 ),
 
-{#- each user's first day in the window: a user with a kept row before the window had entries
-    before it (rows run without a gap from the first entry), every other user's first entry
-    lies inside it -#}
+{#- each user's first day after the seed day: a user with a kept row on it had entries before
+    (rows run without a gap from the first entry), every other user's first entry lies after -#}
 window_starts as (
     select
         coalesce(earlier.user_id, first_days.user_id) as user_id,
         case
-            when earlier.user_id is not null then bounds.build_from - 29
+            when earlier.user_id is not null then seed.seed_day + 1
             else first_days.first_entry_date
         end as window_start
     from (
         select user_id, min(entry_date) as first_entry_date from daily group by user_id
+        union all
+        select user_id, min(first_entry_date) from recent_windows group by user_id
     ) as first_days
     full join earlier on earlier.user_id = first_days.user_id
-    cross join bounds
+    cross join seed
 ),
 
 spine as (
@@ -92,24 +135,37 @@ spine as (
 ),
 
 windowed as (
+    {#- a recent-only build has its sums in recent_windows (daily is empty); any other build sums
+        each row's days (recent_windows is empty) -#}
     select
         spine.user_id,
         spine.feature_date,
         spine.window_start,
-        coalesce(daily.entries, 0) as entries_1d,
-        sum(coalesce(daily.entries, 0)) over last_7_days as entries_7d,
-        sum(coalesce(daily.entries, 0)) over last_30_days as entries_30d,
-        sum(daily.mood_sum) over last_30_days as mood_sum_30d,
-        sum(daily.score_sum) over last_30_days as score_sum_30d,
-        sum(daily.minutes) over last_30_days as minutes_30d,
-        max(case when daily.entries > 0 then spine.feature_date end) over history as last_entry_date,
-        max(case when daily.entries is null then spine.feature_date end) over history as last_idle_date
+        coalesce(daily.entries, recent.entries_1d, 0) as entries_1d,
+        coalesce(recent.entries_7d, sum(coalesce(daily.entries, 0)) over last_7_days) as entries_7d,
+        coalesce(recent.entries_30d, sum(coalesce(daily.entries, 0)) over last_30_days)
+            as entries_30d,
+        coalesce(recent.mood_sum_30d, sum(daily.mood_sum) over last_30_days) as mood_sum_30d,
+        coalesce(recent.score_sum_30d, sum(daily.score_sum) over last_30_days) as score_sum_30d,
+        coalesce(recent.minutes_30d, sum(daily.minutes) over last_30_days) as minutes_30d,
+        coalesce(
+            recent.last_entry_date,
+            max(case when daily.entries > 0 then spine.feature_date end) over history
+        ) as last_entry_date,
+        max(
+            case when coalesce(daily.entries, recent.entries_1d, 0) = 0 then spine.feature_date end
+        ) over history as last_idle_date
         {%- for id in game_type_ids %},
-        sum(coalesce(daily.game_type_{{ id }}, 0)) over last_30_days as game_type_{{ id }}_30d
+        coalesce(
+            recent.game_type_{{ id }}_30d,
+            sum(coalesce(daily.game_type_{{ id }}, 0)) over last_30_days
+        ) as game_type_{{ id }}_30d
         {%- endfor %}
     from spine
     left join daily
         on daily.user_id = spine.user_id and daily.entry_date = spine.feature_date
+    left join recent_windows as recent
+        on recent.user_id = spine.user_id and recent.feature_date = spine.feature_date
     window
         last_7_days as (
             partition by spine.user_id order by spine.feature_date
