@@ -3,7 +3,9 @@
   build's date, UTC). Active users
   in a 30-day window are counted from activity spells: a play on day d keeps its player active
   through d + 29, so plays less than 31 days apart form one spell (+1 on its first day, -1 the
-  day after it ends). Incremental like user_journal_features.
+  day after it ends). Incremental like user_journal_features, with the same shorter path for a
+  build of at most the as-of date and the day before: each row's window straight from its
+  entries (recent_windows).
 -#}
 {{
     config(
@@ -26,7 +28,9 @@
 with bounds as (
     select
         bounds.*,
-        (select min(entry_date) from {{ accepted_entries() }} as accepted) as first_entry_date
+        (select min(entry_date) from {{ accepted_entries() }} as accepted) as first_entry_date,
+        {{ 'bounds.as_of_date - bounds.build_from <= 1' if is_incremental() else 'false' }}
+            as recent_only
     from {{ gold_bounds() }} as bounds
 ),
 
@@ -35,6 +39,30 @@ recent_entries as (
     select entries.*
     from {{ accepted_entries() }} as entries
     where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
+        and not (select recent_only from bounds)
+),
+
+recent_windows as (
+    select
+        entries.game_type_id,
+        days.day as feature_date,
+        count(*) filter (where entries.entry_date = days.day) as entries_1d,
+        count(*) as entries_30d,
+        sum(entries.score) as score_sum_30d,
+        sum(entries.mood) as mood_sum_30d,
+        sum(entries.duration_minutes) as minutes_30d,
+        count(distinct entries.user_id) as active_users_30d
+    from {{ accepted_entries() }} as entries
+    {#- the one or two days as a list: the planner knows their number (it guesses a thousand
+        rows of generate_series, then sorts every entry to group them) #}
+    inner join bounds on bounds.recent_only
+    inner join lateral (values (bounds.as_of_date - 1), (bounds.as_of_date)) as days (day)
+        on days.day >= bounds.build_from
+        and entries.entry_date between days.day - 29 and days.day
+    where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
+        and entries.entry_date <= (select as_of_date from {{ gold_bounds() }} as bounds)
+        and (select recent_only from bounds)
+    group by entries.game_type_id, days.day
 ),
 
 spine as (
@@ -107,18 +135,23 @@ windowed as (
     select
         spine.game_type_id,
         spine.feature_date,
-        coalesce(daily.entries, 0) as entries_1d,
-        sum(coalesce(daily.entries, 0)) over last_30_days as entries_30d,
-        sum(daily.score_sum) over last_30_days as score_sum_30d,
-        sum(daily.mood_sum) over last_30_days as mood_sum_30d,
-        sum(daily.minutes) over last_30_days as minutes_30d,
-        sum(coalesce(active_changes.change, 0)) over history as active_users_30d
+        coalesce(daily.entries, recent.entries_1d, 0) as entries_1d,
+        coalesce(recent.entries_30d, sum(coalesce(daily.entries, 0)) over last_30_days)
+            as entries_30d,
+        coalesce(recent.score_sum_30d, sum(daily.score_sum) over last_30_days) as score_sum_30d,
+        coalesce(recent.mood_sum_30d, sum(daily.mood_sum) over last_30_days) as mood_sum_30d,
+        coalesce(recent.minutes_30d, sum(daily.minutes) over last_30_days) as minutes_30d,
+        coalesce(
+            recent.active_users_30d, sum(coalesce(active_changes.change, 0)) over history
+        ) as active_users_30d
     from spine
     left join daily
         on daily.game_type_id = spine.game_type_id and daily.entry_date = spine.feature_date
     left join active_changes
         on active_changes.game_type_id = spine.game_type_id
         and active_changes.day = spine.feature_date
+    left join recent_windows as recent
+        on recent.game_type_id = spine.game_type_id and recent.feature_date = spine.feature_date
     window
         last_30_days as (
             partition by spine.game_type_id order by spine.feature_date
