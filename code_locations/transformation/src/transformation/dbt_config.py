@@ -42,6 +42,12 @@ class WarehouseDbtCli(DbtCliResource):
     def _cli_version(self) -> Version:
         return Version(installed_version("dbt-core"))
 
+    def prepare(self, database: str) -> None:
+        """Load dbt and the prepared manifest now, outside the build lock (dbt_in_process.py)."""
+        from transformation.dbt_in_process import prepare
+
+        prepare(Path(DbtProject(project_dir=self.project_dir).manifest_path), database)
+
     def run_in_process(
         self,
         args: Sequence[str],

@@ -61,6 +61,15 @@ def dbt_manifest(path: Path, database: str) -> Manifest:
     return _manifests[key]
 
 
+def prepare(manifest_path: Path, database: str) -> None:
+    """Load what a build needs before it runs (dbt's runner and Postgres adapter, the manifest):
+    a build that calls this before taking its lock holds the lock only while dbt runs."""
+    import dbt.adapters.postgres
+    import dbt.cli.main  # noqa: F401
+
+    dbt_manifest(manifest_path, database)
+
+
 def _raw_event(message: Any) -> dict[str, Any]:
     """An event as dbt's JSON log line has it (what DbtCliEventMessage reads)."""
     from dbt_common.events.functions import msg_to_dict

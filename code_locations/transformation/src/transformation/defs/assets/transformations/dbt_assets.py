@@ -30,6 +30,7 @@ def dbt_analytics(
     (var changed_since): every row after a first build or a full rewrite, the changed ones
     after an incremental build.
     """
+    dbt.prepare(postgres.database)  # dbt and the manifest load before the lock, not under it
     with dbt_build_lock(postgres, on_wait=context.log.info) as locked_at:
         build_vars = {
             "as_of": datetime.now(UTC).isoformat(),
