@@ -41,7 +41,10 @@ def test_bench_transform_prints_a_curve_of_full_and_incremental_builds() -> None
         assert point["new_entries"] == point["entries"] // 100
         assert point["incremental_s"] > 0 and point["full_s"] > 0
         assert point["ratio"] == pytest.approx(point["incremental_s"] / point["full_s"], abs=0.01)
-    assert {"full_s", "incremental_s", "ratio"} <= result.keys()
+        assert point["same_day_ratio"] == pytest.approx(
+            point["incremental_same_day_s"] / point["full_s"], abs=0.01
+        )
+    assert {"full_s", "incremental_s", "ratio", "incremental_same_day_s"} <= result.keys()
 
 
 @pytest.mark.timeout(900)
