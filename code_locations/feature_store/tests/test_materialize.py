@@ -268,3 +268,18 @@ def test_incremental_run_writes_only_changed_users(
     }
     assert set(stamps.values()) == {new_time}
     assert all(client.ttl(key_of[u]) > 0 for u in range(1, 13))
+
+
+def test_rows_sent_in_several_buffers_equal_gold(
+    run_feature_store, gold_expected, online_rows, metadata_of, monkeypatch
+):
+    """Each buffer's replies are read once the next buffer is out: several buffers per view."""
+    from feature_store import materialization
+
+    monkeypatch.setattr(materialization, "CHUNK", 5)
+    result = run_feature_store(full_refresh=True)
+    assert result.success
+    expected = gold_expected()
+    assert len(expected) > 2 * materialization.CHUNK
+    assert online_rows(list(expected)) == expected
+    assert metadata_of(result)["rows_user_journal_features"] == len(expected)

@@ -165,23 +165,23 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-def write_rows(
-    client: redis.Redis,
+def pack_rows(
     keys: Sequence[bytes],
     view: str,
     stamps: Sequence[bytes],
     fields: Sequence[bytes],
     columns: Sequence[Sequence[bytes]],
     ttl_seconds: int | None,
-) -> None:
-    """HSET each entity's row of ``view`` (the bytes Feast's Redis store writes), then its TTL.
+    bulks: dict[bytes, bytes] | None = None,
+) -> tuple[bytes, int]:
+    """HSET each entity's row of ``view`` (the bytes Feast's Redis store writes), then its TTL,
+    as one buffer of Redis protocol for a CommandStream; and how many replies it gets.
 
-    ``columns[i][j]`` is the encoded value of ``fields[i]`` for ``keys[j]``. The commands go
-    out as one buffer of Redis protocol (built from the few distinct values a column holds),
-    and every reply is read back: redis-py's pipeline spends most of a bulk write packing
-    and parsing command by command.
+    ``columns[i][j]`` is the encoded value of ``fields[i]`` for ``keys[j]``. The buffer is
+    built from the few distinct values a column holds (``bulks`` caches their encoding across
+    calls): redis-py's pipeline spends most of a bulk write packing command by command.
     """
-    bulks: dict[bytes, bytes] = {}
+    bulks = {} if bulks is None else bulks
 
     def bulk(value: bytes) -> bytes:
         out = bulks.get(value)
@@ -201,29 +201,53 @@ def write_rows(
             parts += (field, bulk(column[j]))
         if ttl:
             parts += (b"*3\r\n$6\r\nEXPIRE\r\n", key_bulk, ttl)
-    replies = len(keys) * (2 if ttl else 1)
-    if replies:
-        _send_and_read(client, b"".join(parts), replies)
+    return b"".join(parts), len(keys) * (2 if ttl else 1)
 
 
-def _send_and_read(client: redis.Redis, buffer: bytes, replies: int) -> None:
-    """Send packed commands on one pooled connection and read every reply; an error reply
-    raises once all are read (the connection is dropped, never reused out of step)."""
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    try:
-        connection.send_packed_command([buffer])
+class CommandStream:
+    """Buffers of packed commands on one pooled connection. A buffer's replies are read once
+    the next buffer is sent, so Redis executes one buffer while the caller builds the next.
+    Every reply is read; an error reply raises once its buffer's replies are all read (the
+    connection is then dropped, never reused out of step)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._connection: Any = None
+        self._pending = 0
+
+    def __enter__(self) -> CommandStream:
+        self._connection = self._pool.get_connection()
+        return self
+
+    def send(self, buffer: bytes, replies: int) -> None:
+        if replies:
+            self._connection.send_packed_command([buffer])
+            self._read(self._pending)
+            self._pending = replies
+
+    def _read(self, replies: int) -> None:
         error = None
+        read = self._connection.read_response
         for _ in range(replies):
             try:
-                connection.read_response()
+                read()
             except redis.ResponseError as reply:
                 error = error or reply
+        self._pending = 0
         if error is not None:
-            connection.disconnect()
             raise error
-    finally:
-        pool.release(connection)
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        try:
+            if kind is None:
+                self._read(self._pending)
+        except BaseException:
+            kind = True
+            raise
+        finally:
+            if kind is not None:
+                self._connection.disconnect()
+            self._pool.release(self._connection)
 
 
 # For each key: when the hash holds the row stamped ARGV[1 + 2i] (the version before the new
