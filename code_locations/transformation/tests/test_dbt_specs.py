@@ -42,7 +42,7 @@ def test_a_changed_manifest_rebuilds_the_stored_specs(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.json"
     shutil.copy(ensure_manifest(dbt_files), manifest)
     first = dbt_specs(manifest)
-    assert (tmp_path / SPECS_FILE).exists()
+    assert (tmp_path / SPECS_FILE).stat().st_mode & 0o777 == 0o644  # readable by any user
 
     content = json.loads(manifest.read_text())
     node = next(n for n in content["nodes"].values() if n["resource_type"] == "model")

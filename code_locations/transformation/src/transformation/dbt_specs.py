@@ -173,6 +173,7 @@ def write_specs(manifest_path: Path) -> Path:
     text = _serialized(build_specs(manifest_path), fingerprint(manifest_path))
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".specs-", delete=False) as out:
         out.write(text)
+    os.chmod(out.name, 0o644)  # as the manifest: an image's code server runs as another user
     os.replace(out.name, path)
     return path
 
