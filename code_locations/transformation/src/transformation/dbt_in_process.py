@@ -9,6 +9,7 @@ become the same Dagster events DbtCliResource.cli(...).stream() yields.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtProject
-from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
+from dagster_dbt.asset_utils import (
+    DAGSTER_DBT_EXCLUDE_METADATA_KEY,
+    DAGSTER_DBT_SELECT_METADATA_KEY,
+    DAGSTER_DBT_SELECTOR_METADATA_KEY,
+    DBT_INDIRECT_SELECTION_ENV,
+    get_subset_selection_for_context,
+)
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from dagster_dbt.dbt_manifest import DbtManifestParam, validate_manifest
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
@@ -124,16 +131,30 @@ def dbt_build_events(
 
     With a context, dbt runs what the context selected (as DbtCliResource.cli does); raises
     DagsterDbtCliRuntimeError, after every event, when dbt reports an error.
+
+    The manifest and translator come from the caller, not from the assets definition's
+    metadata as in DbtCliResource.cli: the location builds its dbt assets without dagster-dbt
+    (dbt_specs.py). Unlike .cli, a selection of more than 200 nodes is passed as arguments,
+    not as a generated selectors.yml (this project has fewer).
     """
-    params = get_updated_cli_invocation_params_for_context(
-        context=context,
-        manifest=validate_manifest(manifest) if manifest else {},
-        dagster_dbt_translator=translator or DagsterDbtTranslator(),
-    )
-    dbt_project = params.dbt_project or project
-    selection = list(params.selection_args)
-    if params.indirect_selection:
-        selection += ["--indirect-selection", params.indirect_selection]
+    translator = translator or DagsterDbtTranslator()
+    manifest_json = validate_manifest(manifest) if manifest else {}
+    selection: list[str] = []
+    indirect_selection = os.getenv(DBT_INDIRECT_SELECTION_ENV)
+    if context is not None and context.has_assets_def:
+        tags = context.op.tags
+        selection, override = get_subset_selection_for_context(
+            context=context,
+            manifest=manifest_json,
+            select=tags.get(DAGSTER_DBT_SELECT_METADATA_KEY),
+            exclude=tags.get(DAGSTER_DBT_EXCLUDE_METADATA_KEY),
+            selector=tags.get(DAGSTER_DBT_SELECTOR_METADATA_KEY),
+            dagster_dbt_translator=translator,
+            current_dbt_indirect_selection_env=indirect_selection,
+        )
+        indirect_selection = override or indirect_selection
+    if indirect_selection:
+        selection += ["--indirect-selection", indirect_selection]
     events: queue.Queue[Any] = queue.Queue()
 
     def on_event(message: Any) -> None:
@@ -150,7 +171,7 @@ def dbt_build_events(
                 database=database,
                 target_path=target_path,
                 callbacks=[on_event],
-                project_dir=Path(dbt_project.project_dir),
+                project_dir=Path(project.project_dir),
             )
         except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
             outcome["error"] = error
@@ -159,7 +180,6 @@ def dbt_build_events(
 
     worker = threading.Thread(target=invoke, name="dbt", daemon=True)
     worker.start()
-    translator = params.dagster_dbt_translator
     failed = []
     while (raw := events.get()) is not _DONE:
         event = DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={})
@@ -169,11 +189,11 @@ def dbt_build_events(
         if str(status).lower() in {"error", "fail"}:
             failed.append(raw["data"]["node_info"]["unique_id"])
         yield from event.to_default_asset_events(
-            manifest=params.manifest,
+            manifest=manifest_json,
             dagster_dbt_translator=translator,
             context=context,
             target_path=target_path,
-            project=dbt_project,
+            project=project,
         )
     worker.join()
     if "error" in outcome:

@@ -7,11 +7,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-
-if TYPE_CHECKING:  # pyarrow is imported by the export steps only, not when the location loads
+if TYPE_CHECKING:  # imported by the export steps only, not when the location loads
+    import psycopg
     import pyarrow as pa
+    from psycopg import sql
 
 GOLD_TABLES = ("user_journal_features", "game_type_stats")
 BATCH_ROWS = 50_000
@@ -53,6 +52,8 @@ def export_query(
     conn: psycopg.Connection[Any], schema: str, table: str
 ) -> tuple[pa.Schema, sql.Composed]:
     """The table's Arrow schema, and a query of all its rows ordered by its key columns."""
+    from psycopg import sql
+
     arrow = arrow_schema(conn, schema, table)
     names = arrow.names
     key = [names[0], "feature_date"] if "feature_date" in names else names[:1]

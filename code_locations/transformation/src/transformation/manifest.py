@@ -18,11 +18,14 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dagster_dbt import DbtProject
+from transformation.dbt_resource import dbt_executable
 
-from transformation.dbt_config import dbt_executable
+if TYPE_CHECKING:
+    from dagster_dbt import DbtProject
+
+    from transformation.dbt_resource import DbtFiles
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def source_files(project_dir: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
-def is_outdated(project: DbtProject) -> bool:
+def is_outdated(project: DbtFiles | DbtProject) -> bool:
     """True when manifest.json is missing or older than a file under dbt/."""
     manifest = project.manifest_path
     if not manifest.exists():
@@ -79,7 +82,7 @@ def is_outdated(project: DbtProject) -> bool:
     return any(path.stat().st_mtime > built for path in source_files(project.project_dir))
 
 
-def _parse(project: DbtProject, target_path: Path) -> Path:
+def _parse(project: DbtFiles | DbtProject, target_path: Path) -> Path:
     """`dbt parse` into target_path: needs the profile's variables, never the database."""
     target_path.mkdir(parents=True, exist_ok=True)
     cache = project.manifest_path.parent / "partial_parse.msgpack"
@@ -114,7 +117,7 @@ def _parse(project: DbtProject, target_path: Path) -> Path:
     return target_path / "manifest.json"
 
 
-def prepare_manifest(project: DbtProject) -> Path:
+def prepare_manifest(project: DbtFiles | DbtProject) -> Path:
     """Parse dbt/ and swap the new manifest in atomically: a loader never reads half a file."""
     logger.info("preparing the dbt manifest: dbt parse in %s", project.project_dir)
     target = project.manifest_path.parent
@@ -127,7 +130,7 @@ def prepare_manifest(project: DbtProject) -> Path:
     return project.manifest_path
 
 
-def ensure_manifest(project: DbtProject) -> Path:
+def ensure_manifest(project: DbtFiles | DbtProject) -> Path:
     """The manifest to load, prepared first when outdated and dbt/ is writable."""
     if not is_outdated(project):
         return project.manifest_path

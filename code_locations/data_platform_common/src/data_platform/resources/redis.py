@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import redis
 from pydantic import Field
+
+if TYPE_CHECKING:
+    import redis
 
 
 class RedisResource(dg.ConfigurableResource):
@@ -16,6 +20,8 @@ class RedisResource(dg.ConfigurableResource):
     client_name: str = Field(default="", description="shown by CLIENT LIST, like application_name")
 
     def client(self) -> redis.Redis:
+        import redis  # where used: every code server loads this resource
+
         return redis.Redis(
             host=self.host,
             port=self.port,
@@ -27,6 +33,8 @@ class RedisResource(dg.ConfigurableResource):
         )
 
     def ping(self) -> bool:
+        import redis
+
         try:
             return bool(self.client().ping())
         except redis.RedisError as error:

@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from transformation.dbt_config import dbt_cli
+from transformation.dbt_resource import dbt_cli
 
 defs = dg.Definitions(resources={"dbt": dbt_cli()})

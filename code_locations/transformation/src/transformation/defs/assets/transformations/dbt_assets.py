@@ -1,27 +1,32 @@
-"""dbt_analytics: every dbt model as a Dagster asset, every dbt test as an asset check."""
+"""dbt_analytics: every dbt model as a Dagster asset, every dbt test as an asset check.
+
+The specs are the ones ``@dbt_assets`` builds, stored beside the manifest (dbt_specs.py), so
+that loading the location imports neither dbt nor dagster-dbt; the step imports them.
+"""
 
 import json
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster_dbt import dbt_assets
 from data_platform.resources import PostgresResource
 
 from transformation.build_lock import dbt_build_lock
-from transformation.dbt_config import WarehouseDbtCli, dbt_project
+from transformation.dbt_resource import WarehouseDbt, dbt_files
+from transformation.dbt_specs import DBT_ASSETS_NAME, dbt_specs
 from transformation.manifest import ensure_manifest
-from transformation.translator import warehouse_translator
+
+_SPECS = dbt_specs(ensure_manifest(dbt_files))
 
 
-@dbt_assets(
-    manifest=ensure_manifest(dbt_project),
-    project=dbt_project,
-    dagster_dbt_translator=warehouse_translator(),
-    name="dbt_analytics",
+@dg.multi_asset(  # what @dbt_assets passes (dagster_dbt/asset_decorator.py)
+    specs=_SPECS.assets,
+    check_specs=_SPECS.checks,
+    name=DBT_ASSETS_NAME,
+    can_subset=True,
+    op_tags=_SPECS.op_tags,
+    allow_arbitrary_check_specs=True,  # dbt tests on the ingestion location's raw tables
 )
-def dbt_analytics(
-    context: dg.AssetExecutionContext, dbt: WarehouseDbtCli, postgres: PostgresResource
-):
+def dbt_analytics(context: dg.AssetExecutionContext, dbt: WarehouseDbt, postgres: PostgresResource):
     """`dbt build` of the selected models and tests, one build at a time per warehouse, in
     this process on the prepared manifest.
 
@@ -30,6 +35,8 @@ def dbt_analytics(
     (var changed_since): every row after a first build or a full rewrite, the changed ones
     after an incremental build.
     """
+    from transformation.translator import warehouse_translator
+
     dbt.prepare(postgres.database)  # dbt and the manifest load before the lock, not under it
     with dbt_build_lock(postgres, on_wait=context.log.info) as locked_at:
         build_vars = {
@@ -37,5 +44,8 @@ def dbt_analytics(
             "changed_since": locked_at.isoformat(),
         }
         yield from dbt.run_in_process(
-            ["build", "--vars", json.dumps(build_vars)], database=postgres.database, context=context
+            ["build", "--vars", json.dumps(build_vars)],
+            database=postgres.database,
+            context=context,
+            dagster_dbt_translator=warehouse_translator(),
         )

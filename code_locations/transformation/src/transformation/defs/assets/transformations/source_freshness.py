@@ -7,18 +7,15 @@ receiving data turns the check red even when nothing runs downstream.
 
 import json
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-from dagster_dbt import DbtCliResource, DbtProject
 from data_platform.resources import PostgresResource
 
-from transformation.dbt_config import dbt_project
-from transformation.dbt_in_process import run_dbt
+from transformation.dbt_resource import WarehouseDbt, dbt_files
+from transformation.dbt_specs import dbt_specs
 from transformation.manifest import ensure_manifest
-from transformation.translator import warehouse_translator
 
 CHECK_NAME = "dbt_source_freshness"
 _HOURLY: dg.AutomationCondition[dg.AssetKey | dg.AssetCheckKey] = (
@@ -29,18 +26,9 @@ FRESHNESS_AUTOMATION = (
 ).since_last_handled() & ~dg.AutomationCondition.in_progress()
 
 
-def freshness_sources(manifest: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """dbt sources with a freshness rule, by unique_id."""
-    return {
-        unique_id: props
-        for unique_id, props in manifest["sources"].items()
-        if (props.get("freshness") or {}).get("warn_after", {}).get("count")
-        or (props.get("freshness") or {}).get("error_after", {}).get("count")
-    }
-
-
-_SOURCES = freshness_sources(json.loads(ensure_manifest(dbt_project).read_text()))
-_KEYS = {uid: warehouse_translator().get_asset_key(props) for uid, props in _SOURCES.items()}
+# dbt sources with a freshness rule, by unique_id, as dbt_specs.py stored them
+_SOURCES = dbt_specs(ensure_manifest(dbt_files)).freshness_sources
+_KEYS: dict[str, dg.AssetKey] = {uid: source["key"] for uid, source in _SOURCES.items()}
 
 
 @dg.multi_asset_check(
@@ -58,10 +46,14 @@ _KEYS = {uid: warehouse_translator().get_asset_key(props) for uid, props in _SOU
     can_subset=True,
 )
 def raw_source_freshness(
-    context: dg.AssetCheckExecutionContext, dbt: DbtCliResource, postgres: PostgresResource
+    context: dg.AssetCheckExecutionContext, dbt: WarehouseDbt, postgres: PostgresResource
 ) -> Iterator[dg.AssetCheckResult]:
     """Run `dbt source freshness` for the selected sources, in this process on the prepared
     manifest (dbt_in_process.py: no dbt start-up, no parse); warn or error as dbt says."""
+    from dagster_dbt import DbtProject
+
+    from transformation.dbt_in_process import run_dbt
+
     selected = [
         uid
         for uid, key in _KEYS.items()
