@@ -419,7 +419,9 @@ def feature_server(state: Path) -> Iterator[str]:
         env=dict(os.environ),
     ).start()
     url = f"http://127.0.0.1:{port}"
-    workers = int(os.environ.get("FEATURE_SERVER_WORKERS") or 1)
+    from feature_store.serving.server import parse_args
+
+    workers = parse_args([]).workers  # what the server decides: its default, or the variable
     try:
         started = lambda: log.read_text().count("Application startup complete") >= workers  # noqa: E731
         wait_until(started, "feature server", 180, process)
