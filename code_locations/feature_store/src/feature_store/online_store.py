@@ -53,11 +53,14 @@ class ExpiringRedisOnlineStore(RedisOnlineStore):
     async def _get_client_async(self, online_store_config: RedisOnlineStoreConfig) -> Any:
         fresh = self._client_async is None
         client = await super()._get_client_async(online_store_config)
-        pool = getattr(client, "connection_pool", None)
         # a plain connection only (not TLS, Sentinel or cluster), before it first connects
-        plain = pool is not None and pool.connection_class is redis_asyncio.Connection
-        if fresh and HIREDIS_AVAILABLE and plain:
-            pool.connection_class = HiredisPackingConnection
+        if (
+            fresh
+            and HIREDIS_AVAILABLE
+            and isinstance(client, redis_asyncio.Redis)
+            and client.connection_pool.connection_class is redis_asyncio.Connection
+        ):
+            client.connection_pool.connection_class = HiredisPackingConnection
         return client
 
     def _generate_redis_keys_for_entities(

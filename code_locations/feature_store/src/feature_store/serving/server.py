@@ -9,7 +9,7 @@ same answer from Feast's parts in fewer steps, Feast's handler for whatever it l
 Tuned for tail latency (the local stack and the chart start it with these defaults):
 - workers: uvicorn processes (Feast's read path holds the GIL), by default one per whole CPU
   the process may use (its affinity and a container's CPU limit), at most
-  ``MAX_DEFAULT_WORKERS``: each holds Feast in ~300 MiB; ``--workers`` or
+  ``MAX_DEFAULT_WORKERS``: each holds Feast (``WORKER_MEMORY_MIB``); ``--workers`` or
   FEATURE_SERVER_WORKERS set the number (the chart sets it to its CPU limit);
 - registry refresh every 10 s, not 5: each refresh rebuilds the registry from Postgres in the
   serving process, a pause the requests behind it pay. Reads need the registry only for
@@ -43,6 +43,9 @@ DEFAULT_PORT = 6566
 DEFAULT_REGISTRY_TTL_SECONDS = 10
 KEEP_ALIVE_SECONDS = 75
 MAX_DEFAULT_WORKERS = 4
+# resident memory of one worker process (Feast, its registry, the app), measured; with more
+# than one worker, uvicorn's supervisor process also holds Feast (it checks the config)
+WORKER_MEMORY_MIB = 240
 # a container's CPU limit: cgroup v2 "<quota> <period>" (or "max"), cgroup v1 two files
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
