@@ -274,7 +274,15 @@ def read_latencies(
     store: Any, client: redis.Redis, view: Any, state: Path, users: int, args: argparse.Namespace
 ) -> dict[str, float]:
     """p50 and p99 of reading 1 and 100 users: SDK, feature server, raw HMGET; same keys.
-    Then the feature server's throughput and p99 under concurrent clients."""
+    The server is asked through the stdlib's http.client on one kept-alive connection (its
+    latency plus little of the client's), and through httpx, as a Python service may call
+    it (httpx's own CPU adds about half a millisecond a request). The raw read gets bytes
+    and decodes nothing. Then the feature server's throughput and p99 under concurrent
+    clients."""
+    from contextlib import closing
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
+
     from feature_store import online_layout
 
     names = [f.name for f in view.features]
@@ -285,12 +293,25 @@ def read_latencies(
     figures: dict[str, float] = {}
     gc.collect()
     gc.freeze()  # the benchmark's own start-up objects stay out of its timings
-    with feature_server(state) as url, httpx.Client(base_url=url, timeout=30) as http:
+    with (
+        feature_server(state) as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+        closing(HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=30)) as conn,
+    ):
 
         def sdk(batch: list[int]) -> None:
             store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in batch])
 
         def server(batch: list[int]) -> None:
+            """The stdlib's client: the server's latency plus little of the client's own."""
+            body = json.dumps({"features": refs, "entities": {"user_id": batch}})
+            conn.request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, response.status
+
+        def server_httpx(batch: list[int]) -> None:
+            """httpx, as a Python service may call it (its own CPU adds ~0.5 ms a request)."""
             body = {"features": refs, "entities": {"user_id": batch}}
             http.post("/get-online-features", json=body).raise_for_status()
 
@@ -300,13 +321,19 @@ def read_latencies(
                     pipe.hmget(online_layout.entity_key(store.project, "user_id", user), fields)
                 pipe.execute()
 
+        scenarios = (
+            ("feast_sdk", sdk),
+            ("feature_server", server),
+            ("feature_server_httpx", server_httpx),
+            ("raw_redis", raw),
+        )
         for size in (1, 100):
             batches = [rng.sample(range(1, users + 1), min(size, users)) for _ in range(args.reads)]
-            for name, read in (("feast_sdk", sdk), ("feature_server", server), ("raw_redis", raw)):
+            for name, read in scenarios:
                 p50, p99 = latency(read, batches)
                 figures[f"read_{size}_{name}_p50_ms"] = round(p50, 2)
                 figures[f"read_{size}_{name}_p99_ms"] = round(p99, 2)
-                print(f"read {size:>3} user(s), {name:<14}: p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
+                print(f"read {size:>3} user(s), {name:<20}: p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
         wrk = wrk_binary()
         if wrk:
             tool = "wrk"
@@ -383,8 +410,15 @@ def wrk_reads(
         assert summary["errors"] == 0 and summary["requests"] > 0, done.stdout
         return summary
 
+    import resource
+
     run(1)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = run(seconds)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    # what the client takes from the cores it shares with the server and Redis
+    print(f"wrk itself used {used / summary['seconds']:.2f} of a core")
     return (
         summary["requests"] / summary["seconds"],
         summary["p50_us"] / 1000,
@@ -448,7 +482,9 @@ def feature_server(state: Path) -> Iterator[str]:
         env=dict(os.environ),
     ).start()
     url = f"http://127.0.0.1:{port}"
-    workers = int(os.environ.get("FEATURE_SERVER_WORKERS") or 1)
+    from feature_store.serving.server import parse_args
+
+    workers = parse_args([]).workers  # what the server decides: its default, or the variable
     try:
         started = lambda: log.read_text().count("Application startup complete") >= workers  # noqa: E731
         wait_until(started, "feature server", 180, process)

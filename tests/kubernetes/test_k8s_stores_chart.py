@@ -5,6 +5,7 @@ reachable only as the NetworkPolicies say."""
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -221,6 +222,27 @@ def test_feature_server_is_optional_and_closed_to_unlabelled_pods() -> None:
         )
     )
     assert not [o for o in without if o["metadata"]["name"].startswith("feast-feature-server")]
+
+
+@pytest.mark.parametrize("env", pr.ENVIRONMENTS)
+def test_feature_server_workers_follow_its_cpu_limit(
+    env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The chart passes the workers the server would pick inside the pod by itself (one per
+    whole CPU of its limit, on any node), and the memory limit holds them."""
+    from feature_store.serving import server
+    from test_k8s_kind_budget import cpu, memory_gib
+
+    deployment = by_kind_name(stores(env), "Deployment", "feast-feature-server")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    command, limits = container["command"], container["resources"]["limits"]
+    workers = int(command[command.index("--workers") + 1])
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text(f"{round(cpu(limits['cpu']) * 100_000)} 100000\n")
+    monkeypatch.setattr(server.os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert workers == server.default_workers(cpu_max, tmp_path / "cgroup-v1")
+    processes = workers if workers == 1 else workers + 1  # and uvicorn's supervisor
+    assert memory_gib(limits["memory"]) * 1024 >= processes * server.WORKER_MEMORY_MIB
 
 
 def test_notes_warn_against_exposing_the_feature_server() -> None:

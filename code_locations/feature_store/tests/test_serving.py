@@ -100,18 +100,52 @@ def test_readme_curl_runs_verbatim(feature_server, gold, gold_expected):
 
 
 def test_server_tuning_defaults_and_overrides(monkeypatch):
-    """What the local stack and the chart start: one worker unless told, registry every 10 s."""
-    from feature_store.serving.server import parse_args, uvicorn_settings
+    """What the local stack and the chart start: a worker per CPU unless told, registry every
+    10 s."""
+    from feature_store.serving.server import default_workers, parse_args, uvicorn_settings
 
     monkeypatch.delenv("FEATURE_SERVER_WORKERS", raising=False)
     args = parse_args([])
-    assert (args.workers, args.registry_ttl, args.host) == (1, 10, "127.0.0.1")
+    assert (args.workers, args.registry_ttl, args.host) == (default_workers(), 10, "127.0.0.1")
     settings = uvicorn_settings(args)
     assert (
         settings["timeout_keep_alive"] > 60 and settings["factory"] and not settings["access_log"]
     )
+    assert (settings["http"], settings["loop"]) == ("httptools", "uvloop")
     monkeypatch.setenv("FEATURE_SERVER_WORKERS", "3")
     assert parse_args([]).workers == 3
     assert parse_args(["--workers", "2"]).workers == 2
     with pytest.raises(SystemExit):
         parse_args(["--workers", "0"])
+
+
+@pytest.mark.parametrize(
+    ("affinity", "cgroup_v2", "cgroup_v1", "workers"),
+    [
+        (8, None, None, 4),  # no container limit: every CPU, at most 4 (each holds Feast)
+        (2, None, None, 2),
+        (1, None, None, 1),
+        (8, "max 100000", None, 4),
+        (8, "200000 100000", None, 2),  # a 2-CPU limit on an 8-CPU node
+        (8, "150000 100000", None, 1),  # whole CPUs only
+        (8, "50000 100000", None, 1),  # half a CPU still runs one
+        (2, "400000 100000", None, 2),  # the limit above the CPUs it may run on
+        (8, None, ("300000", "100000"), 3),  # cgroup v1
+        (8, None, ("-1", "100000"), 4),
+        (8, "garbage", None, 4),
+    ],
+)
+def test_workers_default_to_the_cpus_the_server_may_use(
+    monkeypatch, tmp_path, affinity, cgroup_v2, cgroup_v1, workers
+):
+    from feature_store.serving import server
+
+    monkeypatch.setattr(server.os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    cpu_max, v1 = tmp_path / "cpu.max", tmp_path / "cpu"
+    if cgroup_v2 is not None:
+        cpu_max.write_text(cgroup_v2 + "\n")
+    if cgroup_v1 is not None:
+        v1.mkdir()
+        (v1 / "cpu.cfs_quota_us").write_text(cgroup_v1[0] + "\n")
+        (v1 / "cpu.cfs_period_us").write_text(cgroup_v1[1] + "\n")
+    assert server.default_workers(cpu_max, v1) == workers

@@ -6,11 +6,22 @@ asset): the server's app (lean path in front) and the Feast app behind it, asked
 
 import asyncio
 import json
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from feast.feature_server_utils import _value_to_native
+from feast.infra.online_stores.redis import RedisOnlineStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
+from feature_store import online_layout
+from feature_store.online_store import ExpiringRedisOnlineStore, HiredisPackingConnection
+from feature_store.serving.read_path import _natives
 from feature_store.serving.server import serving_app
+from google.protobuf.timestamp_pb2 import Timestamp
+from redis import asyncio as redis_asyncio
 
 USER_VIEW = "user_journal_features"
 USER_FEATURES = [
@@ -18,6 +29,13 @@ USER_FEATURES = [
     for name in ("entries_7d", "avg_mood_30d", "favorite_game_type", "minutes_30d")
 ]
 MISSING_USER = 987_654
+ALL_USER_FEATURES = [
+    f"{USER_VIEW}:{name}"
+    for name in (
+        "entries_7d", "entries_30d", "avg_mood_30d", "avg_score_30d", "minutes_30d",
+        "favorite_game_type", "days_since_last_entry", "current_streak_days",
+    )
+]  # fmt: skip
 READ_ONE = json.dumps({"features": USER_FEATURES, "entities": {"user_id": [1]}}).encode()
 
 
@@ -179,3 +197,125 @@ def test_a_registry_refresh_reaches_the_lean_path(server_app, feast_env, gold_ex
     assert (ours.status_code, answered) == (200, 1), ours.text
     assert ours.content == theirs.content
     assert ours.json()["metadata"]["feature_names"] == ["user_id", "entries_7d"]
+
+
+def test_lean_reads_equal_feasts_handler_for_odd_stored_values(
+    server_app, feast_env, gold_expected
+):
+    """Values Feast's conversion treats apart: NaN and infinities (JSON strings), a field
+    missing from a hash (an empty Value); every feature, 100 users with repeats."""
+    users = sorted(gold_expected())
+    project, client = server_app.store.project, feast_env.redis()
+    field = online_layout.feature_field
+    client.hset(
+        online_layout.entity_key(project, "user_id", users[0]),
+        mapping={
+            field(USER_VIEW, "avg_score_30d"): Value(double_val=math.nan).SerializeToString(),
+            field(USER_VIEW, "avg_mood_30d"): Value(double_val=-math.inf).SerializeToString(),
+        },
+    )
+    client.hdel(
+        online_layout.entity_key(project, "user_id", users[1]),
+        field(USER_VIEW, "favorite_game_type"),
+    )
+    many = [users[i % len(users)] for i in range(100)]
+    bodies = [
+        {"features": ALL_USER_FEATURES, "entities": {"user_id": users[:3]}},
+        {"features": ALL_USER_FEATURES, "entities": {"user_id": [*many, MISSING_USER]}},
+    ]
+    answers = asyncio.run(_ask_both(server_app, bodies))
+    for body, (ours, theirs, answered) in zip(bodies, answers, strict=True):
+        assert answered == 1 and ours.status_code == 200, ours.text
+        assert ours.content == theirs.content, body
+    columns = dict(
+        zip(ours.json()["metadata"]["feature_names"], ours.json()["results"], strict=True)
+    )
+    assert columns["avg_score_30d"]["values"][0] == "NaN"
+    assert columns["avg_mood_30d"]["values"][0] == "-Infinity"
+    assert columns["favorite_game_type"]["values"][1] is None
+
+
+def test_natives_are_feasts_conversion():
+    """The lean path reads plain scalars directly; every kind of value converts as Feast's
+    ``_value_to_native`` converts it."""
+    cells = [
+        Value(), Value(null_val=0), Value(int32_val=-3), Value(int64_val=2**62),
+        Value(double_val=0.1), Value(double_val=-0.0), Value(double_val=math.nan),
+        Value(double_val=math.inf), Value(double_val=-math.inf), Value(float_val=1.5),
+        Value(string_val="é"), Value(string_val=""), Value(bool_val=False),
+        Value(bytes_val=b"\x00\xff"), Value(unix_timestamp_val=5),
+        Value(int64_list_val=Int64List(val=[1, 2])), Value(string_list_val=StringList(val=["a"])),
+    ]  # fmt: skip
+    assert _natives([*cells, None]) == [*(_value_to_native(c) for c in cells), None]
+
+
+def test_online_store_reads_what_feasts_redis_store_reads(feast_env, run_feature_store, gold):
+    """The store's faster keys and decoding give Feast's Redis store's rows (sync and async),
+    except a row Redis does not hold: NOT_FOUND (None), where Feast gives empty values."""
+    assert run_feature_store().success
+    store = feast_env.store()
+    ours, feasts = store._get_provider().online_store, RedisOnlineStore()
+    assert isinstance(ours, ExpiringRedisOnlineStore)
+    config = store.config
+
+    def int_keys(join_key: str, values: list[int]) -> list[EntityKey]:
+        return [EntityKey(join_keys=[join_key], entity_values=[Value(int64_val=v)]) for v in values]
+
+    # keys: the framed INT64 path, and Feast's serializer for anything else
+    for keys in (
+        int_keys("user_id", [1, -2, 0, 2**63 - 1, -(2**63)]),
+        [EntityKey(join_keys=["user_id"], entity_values=[Value(string_val="1")])],
+        [*int_keys("user_id", [1]), *int_keys("game_type_id", [1])],
+        [EntityKey(join_keys=["a", "b"], entity_values=[Value(int64_val=1), Value(int64_val=2)])],
+        [*int_keys("user_id", [1]), EntityKey(join_keys=["user_id"], entity_values=[Value(int32_val=1)])],
+        [],
+    ):  # fmt: skip
+        assert ours._generate_redis_keys_for_entities(config, keys) == (
+            feasts._generate_redis_keys_for_entities(config, keys)
+        ), keys
+
+    missing = 987_654
+    users = sorted(gold.latest("user_journal_features", "user_id"))
+    client = feast_env.redis()
+    client.hdel(
+        online_layout.entity_key(store.project, "user_id", users[2]),
+        online_layout.feature_field(USER_VIEW, "entries_7d"),
+    )
+    client.hset(  # a stamp with nanoseconds (Feast's goes through a float)
+        online_layout.entity_key(store.project, "user_id", users[4]),
+        online_layout.timestamp_field(USER_VIEW),
+        Timestamp(seconds=1_750_000_000, nanos=123_456_789).SerializeToString(),
+    )
+    games = sorted(gold.latest("game_type_stats", "game_type_id"))
+    reads = [
+        (store.get_feature_view(view), keys, features)
+        for view, keys, features in (
+            (USER_VIEW, int_keys("user_id", [*users, missing]), None),
+            (USER_VIEW, int_keys("user_id", [users[3], missing, users[3]]), ["minutes_30d", "entries_7d"]),
+            (USER_VIEW, int_keys("user_id", users[:2]), ["entries_7d", "entries_7d"]),  # repeated
+            ("game_type_stats", int_keys("game_type_id", [*games, missing]), None),
+        )
+    ]  # fmt: skip
+    reads = [(v, k, f or [feature.name for feature in v.features]) for v, k, f in reads]
+
+    async def read_async() -> list[Any]:  # one event loop: the async client belongs to it
+        return [await ours.online_read_async(config, v, k, list(f)) for v, k, f in reads]
+
+    for (view, keys, features), rows_async in zip(reads, asyncio.run(read_async()), strict=True):
+        theirs = feasts.online_read(config, view, keys, list(features))
+        for rows in (ours.online_read(config, view, keys, list(features)), rows_async):
+            for key, row, feast_row in zip(keys, rows, theirs, strict=True):
+                if key.entity_values[0].int64_val == missing:
+                    assert row == (None, None)
+                    assert feast_row[0] == datetime.fromtimestamp(0, UTC)  # Feast: epoch, empty
+                else:
+                    assert row == feast_row and isinstance(row[0], datetime), (view.name, key)
+                    assert list(row[1]) == list(feast_row[1])  # same features, same order
+    assert ours._client_async.connection_pool.connection_class is HiredisPackingConnection
+
+
+def test_async_connection_packs_as_redis_py_does():
+    """hiredis packs a command into the bytes redis-py's asyncio connection packs."""
+    args = ("HMGET", b"\x02\x00key\xff", b"field", "_ts:view", 7, 1.5, "é", 2**70, -0.0, 1e20)
+    packed = HiredisPackingConnection().pack_command(*args)
+    assert b"".join(packed) == b"".join(redis_asyncio.Connection().pack_command(*args))

@@ -3,18 +3,35 @@
 Feast's own store answers a missing hash (an expired key, a deleted entity) with empty values
 marked PRESENT at the epoch, so a reader cannot tell "no value" from "a null value". This one
 returns no row, which Feast reports as NOT_FOUND. feature_store.yaml names it by class path.
+
+It also reads with fewer Python steps per entity (the feature server's 100-user reads spent
+more time here than in Redis), returning what Feast's methods return:
+- entity keys of one INT64 join key are framed bytes (``online_layout``), not serialized one
+  by one; any other key goes through Feast's serializer;
+- a batch of replies is decoded in one loop, each distinct timestamp once;
+- the async client packs commands with hiredis, as redis-py's sync client already does
+  (redis-py's asyncio connection packs them in Python, argument by argument).
 """
 
 from __future__ import annotations
 
 from collections.abc import ByteString, Sequence
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import RepoConfig
+from google.protobuf.timestamp_pb2 import Timestamp
+from redis import asyncio as redis_asyncio
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
+
+from feature_store import online_layout
 
 STORE_TYPE = "feature_store.online_store.ExpiringRedisOnlineStore"
+Row = tuple[datetime | None, dict[str, ValueProto] | None]
 
 
 class ExpiringRedisOnlineStoreConfig(RedisOnlineStoreConfig):
@@ -23,14 +40,99 @@ class ExpiringRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     type: Literal["feature_store.online_store.ExpiringRedisOnlineStore"] = STORE_TYPE  # type: ignore[assignment]
 
 
+class HiredisPackingConnection(redis_asyncio.Connection):
+    """redis-py's asyncio connection, packing commands in C like its sync connection."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)
+
+
 class ExpiringRedisOnlineStore(RedisOnlineStore):
+    async def _get_client_async(self, online_store_config: RedisOnlineStoreConfig) -> Any:
+        fresh = self._client_async is None
+        client = await super()._get_client_async(online_store_config)
+        # a plain connection only (not TLS, Sentinel or cluster), before it first connects
+        if (
+            fresh
+            and HIREDIS_AVAILABLE
+            and isinstance(client, redis_asyncio.Redis)
+            and client.connection_pool.connection_class is redis_asyncio.Connection
+        ):
+            client.connection_pool.connection_class = HiredisPackingConnection
+        return client
+
+    def _generate_redis_keys_for_entities(
+        self, config: RepoConfig, entity_keys: list[EntityKeyProto]
+    ) -> list[bytes]:
+        version = config.entity_key_serialization_version
+        if version != online_layout.ENTITY_KEY_SERIALIZATION_VERSION or not entity_keys:
+            return super()._generate_redis_keys_for_entities(config, entity_keys)
+        join_keys = entity_keys[0].join_keys
+        if len(join_keys) != 1:
+            return super()._generate_redis_keys_for_entities(config, entity_keys)
+        values = []
+        for key in entity_keys:
+            entity = key.entity_values
+            if (
+                key.join_keys != join_keys
+                or len(entity) != 1
+                or not entity[0].HasField("int64_val")
+            ):
+                return super()._generate_redis_keys_for_entities(config, entity_keys)
+            values.append(entity[0].int64_val)
+        return online_layout.entity_keys(config.project, join_keys[0], values)
+
+    def _convert_redis_values_to_protobuf(
+        self,
+        redis_values: Sequence[Sequence[ByteString | None]],
+        feature_view: str,
+        requested_features: list[str],
+    ) -> list[Row]:
+        ts_key = f"_ts:{feature_view}"
+        features = requested_features[:-1]
+        if requested_features[-1:] != [ts_key] or len(set(requested_features)) != len(
+            requested_features
+        ):
+            return super()._convert_redis_values_to_protobuf(
+                redis_values, feature_view, requested_features
+            )
+        if not features:  # Feast returns no row without features
+            return [(None, None)] * len(redis_values)
+        parse, empty = ValueProto.FromString, ValueProto
+        stamps: dict[Any, datetime] = {}
+        rows: list[Row] = []
+        for values in redis_values:
+            raw_stamp = values[-1]
+            if raw_stamp is None:  # this view has no row for the entity
+                rows.append((None, None))
+                continue
+            stamp = stamps.get(raw_stamp)
+            if stamp is None:
+                stamp = stamps[raw_stamp] = _feast_datetime(raw_stamp)
+            row = {  # values end with the timestamp, which zip leaves out
+                name: parse(raw) if raw else empty()
+                for name, raw in zip(features, values, strict=False)
+            }
+            rows.append((stamp, row))
+        return rows
+
     def _get_features_for_entity(
         self,
         values: Sequence[ByteString | None],
         feature_view: str,
         requested_features: list[str],
-    ) -> tuple[datetime | None, dict[str, ValueProto] | None]:
+    ) -> Row:
         stamps = dict(zip(requested_features, values, strict=True))
         if stamps.get(f"_ts:{feature_view}") is None:  # this view has no row for the entity
             return None, None
         return super()._get_features_for_entity(values, feature_view, requested_features)
+
+
+def _feast_datetime(raw: Any) -> datetime:
+    """A stored timestamp as Feast's Redis store turns it into a datetime (through a float)."""
+    stamp = Timestamp()
+    if raw:
+        stamp.ParseFromString(raw)
+    return datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1_000_000_000.0, tz=UTC)

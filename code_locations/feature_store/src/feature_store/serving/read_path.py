@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,8 @@ PRESENT, NOT_FOUND = "PRESENT", "NOT_FOUND"
 INT64_RANGE = range(-(2**63), 2**63)
 MAX_PLANS = 1024  # distinct (features, full_feature_names) requests remembered per registry
 HEADERS = [(b"content-type", b"application/json")]
+# value fields whose JSON form Feast's _value_to_native takes as is (the rest go through it)
+PLAIN = frozenset({"int32_val", "int64_val", "string_val", "bool_val"})
 
 
 def _is_int64(value: Any) -> bool:
@@ -57,11 +60,12 @@ def _is_string(value: Any) -> bool:
     return type(value) is str
 
 
-# entity value types this path converts itself, as Feast's python_values_to_proto_values
-# converts a JSON int or string; another type, or a value of another kind, falls back
-ENTITY_VALUES: dict[ValueType, tuple[Callable[[Any], bool], Callable[[Any], ValueProto]]] = {
-    ValueType.INT64: (_is_int64, lambda value: ValueProto(int64_val=value)),
-    ValueType.STRING: (_is_string, lambda value: ValueProto(string_val=value)),
+# entity value types this path converts itself (the check, the Value field), as Feast's
+# python_values_to_proto_values converts a JSON int or string; another type, or a value of
+# another kind, falls back
+ENTITY_VALUES: dict[ValueType, tuple[Callable[[Any], bool], str]] = {
+    ValueType.INT64: (_is_int64, "int64_val"),
+    ValueType.STRING: (_is_string, "string_val"),
 }
 
 
@@ -256,14 +260,13 @@ class LeanOnlineFeatures:
             unique.setdefault(entity, len(unique))
             for entity in zip(*(entity_columns[k] for k in keys), strict=True)
         ]
-        makers = [ENTITY_VALUES[entity_types[k]][1] for k in keys]
-        protos = [
-            EntityKeyProto(
-                join_keys=keys,
-                entity_values=[make(v) for make, v in zip(makers, entity, strict=True)],
-            )
-            for entity in unique
-        ]
+        fields = [ENTITY_VALUES[entity_types[k]][1] for k in keys]
+        protos = []
+        for entity in unique:
+            proto = EntityKeyProto(join_keys=keys)
+            for field, value in zip(fields, entity, strict=True):
+                proto.entity_values.add(**{field: value})
+            protos.append(proto)
         found = await self.online_store.online_read_async(
             self.store.config, read.view, protos, list(read.features)
         )
@@ -274,27 +277,38 @@ class LeanOnlineFeatures:
             else stamps.setdefault(ts, _feast_timestamp(ts))
             for ts, _ in found
         ]
-        row_stamps = [entity_stamps[i] for i in row_entity]
+        rows = [data for _, data in found]
+        # the same entity asked twice (rare) is read once; its rows copy the entity's cells
+        spread = len(unique) != len(row_entity)
         out: list[tuple[str, dict[str, list[Any]]]] = []
         for feature, output in read.columns:
-            by_entity = [
-                (NOT_FOUND, None)
-                if data is None or feature not in data
-                else (PRESENT, _value_to_native(data[feature]))
-                for _, data in found
-            ]
-            cells = [by_entity[i] for i in row_entity]
-            out.append(
-                (
-                    output,
-                    {
-                        "values": [value for _, value in cells],
-                        "statuses": [status for status, _ in cells],
-                        "event_timestamps": row_stamps,
-                    },
-                )
-            )
+            cells = [None if data is None else data.get(feature) for data in rows]
+            values = _natives(cells)
+            statuses = [NOT_FOUND if v is None else PRESENT for v in cells]
+            column = {"values": values, "statuses": statuses, "event_timestamps": entity_stamps}
+            if spread:
+                column = {name: [cells[i] for i in row_entity] for name, cells in column.items()}
+            out.append((output, column))
         return out
+
+
+def _natives(cells: list[ValueProto | None]) -> list[Any]:
+    """What Feast's ``_value_to_native`` makes of each value (None for a missing one), the
+    plain scalars read directly: the same values, without its chain of type tests per cell."""
+    out: list[Any] = []
+    append, finite = out.append, math.isfinite
+    for cell in cells:
+        if cell is None:
+            append(None)
+            continue
+        which = cell.WhichOneof("val")
+        if which in PLAIN:
+            append(getattr(cell, which))
+        elif which == "double_val" and finite(number := cell.double_val):
+            append(number)
+        else:
+            append(_value_to_native(cell))
+    return out
 
 
 def _entity_columns(plan: Plan, entities: dict[str, Any]) -> dict[str, list[Any]] | None:

@@ -7,9 +7,10 @@ even those on the machine. POST /get-online-features goes through ``read_path`` 
 same answer from Feast's parts in fewer steps, Feast's handler for whatever it leaves.
 
 Tuned for tail latency (the local stack and the chart start it with these defaults):
-- workers: uvicorn processes (Feast's read path holds the GIL, so one per CPU it may use);
-  1 unless ``--workers`` or FEATURE_SERVER_WORKERS says otherwise: each holds Feast's ~300 MiB
-  and its start-up, and the local stack shares its cores with Postgres and Dagster;
+- workers: uvicorn processes (Feast's read path holds the GIL), by default one per whole CPU
+  the process may use (its affinity and a container's CPU limit), at most
+  ``MAX_DEFAULT_WORKERS``: each holds Feast (``WORKER_MEMORY_MIB``); ``--workers`` or
+  FEATURE_SERVER_WORKERS set the number (the chart sets it to its CPU limit);
 - registry refresh every 10 s, not 5: each refresh rebuilds the registry from Postgres in the
   serving process, a pause the requests behind it pay. Reads need the registry only for
   feature view definitions (a deploy changes them, a materialization never), but a server
@@ -27,6 +28,7 @@ import gc
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -40,6 +42,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6566
 DEFAULT_REGISTRY_TTL_SECONDS = 10
 KEEP_ALIVE_SECONDS = 75
+MAX_DEFAULT_WORKERS = 4
+# resident memory of one worker process (Feast, its registry, the app), measured; with more
+# than one worker, uvicorn's supervisor process also holds Feast (it checks the config)
+WORKER_MEMORY_MIB = 240
+# a container's CPU limit: cgroup v2 "<quota> <period>" (or "max"), cgroup v1 two files
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
 
 
 def read_only_app(
@@ -106,15 +115,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=None,
-        help="server processes (default: $FEATURE_SERVER_WORKERS, else 1)",
+        help="server processes (default: $FEATURE_SERVER_WORKERS, else one per CPU it may use, "
+        f"at most {MAX_DEFAULT_WORKERS})",
     )
     args = parser.parse_args(argv)
     if args.workers is None:
         configured = os.environ.get("FEATURE_SERVER_WORKERS")
-        args.workers = int(configured) if configured else 1
+        args.workers = int(configured) if configured else default_workers()
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     return args
+
+
+def default_workers(
+    cpu_max: Path = CGROUP_CPU_MAX, cpu_v1: Path = CGROUP_V1_CPU, cap: int = MAX_DEFAULT_WORKERS
+) -> int:
+    """One worker per whole CPU this process may use: the CPUs it may run on, fewer under a
+    container's CPU limit (a pod limited to 1 CPU on a 64-core node gets 1); between 1 and
+    ``cap``, since every worker holds its own Feast."""
+    cpus = len(os.sched_getaffinity(0))
+    limit = _cgroup_cpu_limit(cpu_max, cpu_v1)
+    if limit is not None:
+        cpus = min(cpus, int(limit))
+    return max(1, min(cpus, cap))
+
+
+def _cgroup_cpu_limit(cpu_max: Path, cpu_v1: Path) -> float | None:
+    """CPUs of the cgroup's quota, or None without one (or outside a cgroup)."""
+    try:
+        if cpu_max.exists():
+            quota, period = cpu_max.read_text().split()[:2]
+        else:
+            quota = (cpu_v1 / "cpu.cfs_quota_us").read_text().strip()
+            period = (cpu_v1 / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 def main() -> None:
