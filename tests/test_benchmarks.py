@@ -66,6 +66,7 @@ def test_bench_features_materializes_only_changed_users_and_reads_them() -> None
         "materialize_ratio_to_raw",
         "read_1_feature_server_p99_ms",
         "read_100_feature_server_p99_ms",
+        "read_100_feature_server_httpx_p99_ms",
         "read_1_feast_sdk_p99_ms",
         "read_100_raw_redis_p99_ms",
         "concurrent_rps",
