@@ -29,8 +29,7 @@ with bounds as (
     select
         bounds.*,
         (select min(entry_date) from {{ accepted_entries() }} as accepted) as first_entry_date,
-        {{ 'bounds.as_of_date - bounds.build_from <= 1' if is_incremental() else 'false' }}
-            as recent_only
+        {{ recent_only() }} as recent_only
     from {{ gold_bounds() }} as bounds
 ),
 
@@ -53,15 +52,7 @@ recent_windows as (
         sum(entries.duration_minutes) as minutes_30d,
         count(distinct entries.user_id) as active_users_30d
     from {{ accepted_entries() }} as entries
-    {#- the one or two days as a list: the planner knows their number (it guesses a thousand
-        rows of generate_series, then sorts every entry to group them) #}
-    inner join bounds on bounds.recent_only
-    inner join lateral (values (bounds.as_of_date - 1), (bounds.as_of_date)) as days (day)
-        on days.day >= bounds.build_from
-        and entries.entry_date between days.day - 29 and days.day
-    where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
-        and entries.entry_date <= (select as_of_date from {{ gold_bounds() }} as bounds)
-        and (select recent_only from bounds)
+    {{ recent_days_of('entries') }}
     group by entries.game_type_id, days.day
 ),
 

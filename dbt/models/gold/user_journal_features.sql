@@ -32,8 +32,7 @@
 with bounds as (
     select
         bounds.*,
-        {{ 'bounds.as_of_date - bounds.build_from <= 1' if is_incremental() else 'false' }}
-            as recent_only
+        {{ recent_only() }} as recent_only
     from {{ gold_bounds() }} as bounds
 ),
 
@@ -80,15 +79,7 @@ recent_windows as (
         count(*) filter (where entries.game_type_id = {{ id }}) as game_type_{{ id }}_30d
         {%- endfor %}
     from {{ accepted_entries() }} as entries
-    {#- the one or two days as a list: the planner knows their number (it guesses a thousand
-        rows of generate_series, then sorts every entry to group them) #}
-    inner join bounds on bounds.recent_only
-    inner join lateral (values (bounds.as_of_date - 1), (bounds.as_of_date)) as days (day)
-        on days.day >= bounds.build_from
-        and entries.entry_date between days.day - 29 and days.day
-    where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
-        and entries.entry_date <= (select as_of_date from {{ gold_bounds() }} as bounds)
-        and (select recent_only from bounds)
+    {{ recent_days_of('entries') }}
     group by entries.user_id, days.day
 ),
 
