@@ -1,9 +1,9 @@
 """Incremental gold equals a full refresh after any sequence of upstream changes.
 
-Hypothesis writes random change sequences into raw (new entries, some dated on the as-of date,
-late, corrected, moved, future-dated and deleted entries, deleted users, a renamed game type),
-runs incremental dbt builds between them (as-of time moving on, some builds of staging alone,
-some of the as-of date alone), then compares gold with a
+Hypothesis writes random change sequences into raw (new entries, some dated on the as-of date
+or on a window's edge, late, corrected, moved, future-dated and deleted entries, deleted users,
+a renamed game type), runs incremental dbt builds between them (as-of time moving on, some
+builds of staging alone, some of the as-of date alone), then compares gold with a
 `--full-refresh` build of the same data: EXCEPT both ways must be empty. The real Postgres and
 dbt run every example; one user keeps a daily streak longer than the recompute window.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from data_platform.resources import PostgresResource
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "15"))
@@ -201,6 +201,9 @@ change = st.one_of(
     # dated on the as-of date before the as-of time: a build of that day alone (as_of_only)
     st.tuples(st.just("now"), st.sampled_from(USERS), st.sampled_from(list(GAME_TYPES)),
               st.integers(1, 600), st.integers(0, 1000), st.integers(1, 5)),
+    # on a window's edge: 6, 7, 29, 30 or 31 days before the as-of date, at the as-of time
+    st.tuples(st.just("edge"), st.sampled_from(USERS), st.sampled_from(list(GAME_TYPES)),
+              st.sampled_from([6, 7, 29, 30, 31]), st.integers(0, 1000), st.integers(1, 5)),
     st.tuples(st.just("late"), st.sampled_from(USERS), st.sampled_from(list(GAME_TYPES)),
               st.integers(-45, -31), st.integers(0, 1439), st.integers(0, 1000), st.integers(1, 5)),
     st.tuples(st.just("future"), st.sampled_from(USERS), st.sampled_from(list(GAME_TYPES)),
@@ -246,15 +249,27 @@ def world(raw_tables: PostgresResource, capsys: pytest.CaptureFixture[str]) -> I
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(sequence=steps)
+# a play 30 days before the next day's as-of date, then that day's first build (the recent
+# path, two days rewritten): inside the day before's window, outside the as-of date's
+@example(
+    sequence=[
+        ("edge", 4, 2, 29, 500, 3),
+        ("build", 0, False),
+        ("now", 5, 1, 60, 300, 2),
+        ("build", 1, False),
+    ]
+)
 def test_incremental_gold_equals_full_refresh(dbt_warehouse, world, sequence) -> None:
     upstream = world.upstream
     for step in sequence:
         kind, *args = step
         if kind in ("add", "late", "future"):
             upstream.add(*args)
-        elif kind == "now":
-            user, game, minutes_before, score, mood = args
-            at = world.as_of - timedelta(minutes=minutes_before)
+        elif kind in ("now", "edge"):
+            user, game, before, score, mood = args
+            at = world.as_of - (
+                timedelta(minutes=before) if kind == "now" else timedelta(days=before)
+            )
             day, minute = (at - upstream.today).days, (at - upstream.today).seconds // 60
             upstream.add(user, game, day, minute, score, mood)
         elif kind == "change":

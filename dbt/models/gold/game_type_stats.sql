@@ -3,9 +3,9 @@
   build's date, UTC). Active users
   in a 30-day window are counted from activity spells: a play on day d keeps its player active
   through d + 29, so plays less than 31 days apart form one spell (+1 on its first day, -1 the
-  day after it ends). Incremental like user_journal_features, with the same shorter path for a
-  build of at most the as-of date and the day before: each row's window straight from its
-  entries (recent_windows).
+  day after it ends). Incremental like user_journal_features; a build of at most the as-of date
+  and the day before counts each rebuilt row's active users from its players' last plays
+  (recent_active) instead of spells.
 -#}
 {{
     config(
@@ -38,22 +38,35 @@ recent_entries as (
     select entries.*
     from {{ accepted_entries() }} as entries
     where entries.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
-        and not (select recent_only from bounds)
 ),
 
-recent_windows as (
+{#- active users of each rebuilt row of a recent-only build: a player counts on day d when
+    their last play on or before d lies within its 30 days (d is the as-of date or the day
+    before, so two maxima per player say it); no spells -#}
+recent_active as (
     select
-        entries.game_type_id,
+        players.game_type_id,
         days.day as feature_date,
-        count(*) filter (where entries.entry_date = days.day) as entries_1d,
-        count(*) as entries_30d,
-        sum(entries.score) as score_sum_30d,
-        sum(entries.mood) as mood_sum_30d,
-        sum(entries.duration_minutes) as minutes_30d,
-        count(distinct entries.user_id) as active_users_30d
-    from {{ accepted_entries() }} as entries
-    {{ recent_days_of('entries') }}
-    group by entries.game_type_id, days.day
+        count(*) filter (
+            where case when days.day = bounds.as_of_date then players.last_play
+                else players.last_play_before end >= days.day - 29
+        ) as active_users_30d
+    from (
+        select
+            entries.game_type_id,
+            entries.user_id,
+            max(entries.entry_date) as last_play,
+            max(entries.entry_date) filter (
+                where entries.entry_date < (select as_of_date from bounds)
+            ) as last_play_before
+        from recent_entries as entries
+        where (select recent_only from bounds)
+        group by entries.game_type_id, entries.user_id
+    ) as players
+    inner join bounds on true
+    inner join lateral (values (bounds.as_of_date - 1), (bounds.as_of_date)) as days (day)
+        on days.day >= bounds.build_from
+    group by players.game_type_id, days.day
 ),
 
 spine as (
@@ -81,8 +94,10 @@ daily as (
 ),
 
 play_days as (
+    {#- a recent-only build counts active users in recent_active instead -#}
     select distinct game_type_id, user_id, entry_date
     from recent_entries
+    where not (select recent_only from bounds)
 ),
 
 spell_starts as (
@@ -126,12 +141,11 @@ windowed as (
     select
         spine.game_type_id,
         spine.feature_date,
-        coalesce(daily.entries, recent.entries_1d, 0) as entries_1d,
-        coalesce(recent.entries_30d, sum(coalesce(daily.entries, 0)) over last_30_days)
-            as entries_30d,
-        coalesce(recent.score_sum_30d, sum(daily.score_sum) over last_30_days) as score_sum_30d,
-        coalesce(recent.mood_sum_30d, sum(daily.mood_sum) over last_30_days) as mood_sum_30d,
-        coalesce(recent.minutes_30d, sum(daily.minutes) over last_30_days) as minutes_30d,
+        coalesce(daily.entries, 0) as entries_1d,
+        sum(coalesce(daily.entries, 0)) over last_30_days as entries_30d,
+        sum(daily.score_sum) over last_30_days as score_sum_30d,
+        sum(daily.mood_sum) over last_30_days as mood_sum_30d,
+        sum(daily.minutes) over last_30_days as minutes_30d,
         coalesce(
             recent.active_users_30d, sum(coalesce(active_changes.change, 0)) over history
         ) as active_users_30d
@@ -141,7 +155,7 @@ windowed as (
     left join active_changes
         on active_changes.game_type_id = spine.game_type_id
         and active_changes.day = spine.feature_date
-    left join recent_windows as recent
+    left join recent_active as recent
         on recent.game_type_id = spine.game_type_id and recent.feature_date = spine.feature_date
     window
         last_30_days as (
