@@ -14,7 +14,7 @@
     {%- set unknown = bounds.keys() | reject('in', ['min', 'max']) | list -%}
     {%- if unknown or (bounds.get('min') is none and bounds.get('max') is none) -%}
         {{ exceptions.raise_compiler_error(
-            "column_rules on " ~ model ~ ": range of " ~ column ~ " takes min and/or max, got "
+            "column_rules: the range of " ~ column ~ " takes min and/or max, got "
             ~ bounds) }}
     {%- endif -%}
     {%- set low, high = bounds.get('min'), bounds.get('max') -%}
@@ -32,7 +32,7 @@
 {%- endfor -%}
 {%- if not rules -%}
     {{ exceptions.raise_compiler_error(
-        "column_rules on " ~ model ~ ": no rules; give not_null, ranges or not_later_than") }}
+        "column_rules: no rules; give not_null, ranges or not_later_than") }}
 {%- endif -%}
 select rules.rule as violated_rule, violating.*
 from (
