@@ -39,7 +39,7 @@ def test_incremental_builds_test_the_rows_they_wrote(chess_player, build_gold, r
     first = build_gold()
     assert first.success
     checks = first.get_asset_check_evaluations()
-    assert len(checks) > 40 and all(c.passed for c in checks)
+    assert len(checks) == 25 and all(c.passed for c in checks), sorted(c.check_name for c in checks)
     materialized = {m.asset_key.path[-1] for m in first.get_asset_materialization_events()}
     assert {"stg_journal_entries", "user_journal_features", "game_type_stats"} <= materialized
 
@@ -75,13 +75,54 @@ def test_incremental_builds_test_the_rows_they_wrote(chess_player, build_gold, r
             str(DBT_PROJECT_DIR / "profiles"),
             "--quiet",
             "--select",
-            "accepted_range_user_journal_features_entries_7d__0",
+            "user_journal_features_column_rules",
             "--vars",
             json.dumps({"as_of": datetime.now(UTC).isoformat()}),
         ]
     )
     assert not result.success
     assert [r.failures for r in result.result.results] == [1]
+
+
+def test_new_rows_breaking_rules_fail_their_relations_rules_check(chess_player) -> None:
+    """One check per relation runs every row rule; a failed one names the rules broken and
+    shows the rows (failed_checks.py), one failure per violation as dbt counts them."""
+    import dagster as dg
+    from transformation.dbt_config import dbt_cli
+    from transformation.defs.assets.transformations.dbt_assets import dbt_analytics
+
+    def build() -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [dbt_analytics],
+            resources={"dbt": dbt_cli(), "postgres": chess_player},
+            raise_on_error=False,
+        )
+
+    insert = (
+        "INSERT INTO raw.journal_entries (id, created_at, updated_at, user_id, game_type_id, "
+        "duration_minutes, score, mood) VALUES (%s, now(), now(), 1, 1, 10, %s, %s)"
+    )
+    with chess_player.connect() as conn:
+        conn.execute(insert, [1, 100, 3])
+    assert build().success
+
+    with chess_player.connect() as conn:
+        conn.execute(insert, [2, 5000, 9])  # a score and a mood out of range, in one row
+    second = build()
+    assert not second.success, "an error-level check failed: the build fails"
+    failed = {c.check_name: c for c in second.get_asset_check_evaluations() if not c.passed}
+    assert set(failed) == {"raw_journal_entries_column_rules"}
+    check = failed["raw_journal_entries_column_rules"]
+    assert check.metadata["dagster_dbt/failed_row_count"].value == 2
+    assert check.metadata["violated rules"].value == {
+        "mood between 1 and 5": 1,
+        "score between 0 and 1000": 1,
+    }
+    assert check.description == (
+        "Violated: mood between 1 and 5 (1 row); score between 0 and 1000 (1 row)"
+    )
+    preview = check.metadata["failing rows (first 10)"].value
+    assert "| violated_rule | id |" in preview and "| score between 0 and 1000 | 2 |" in preview
 
 
 def test_source_freshness_runs_in_process(raw_tables, dbt_warehouse) -> None:

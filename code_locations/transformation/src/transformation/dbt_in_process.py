@@ -30,7 +30,10 @@ from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from dagster_dbt.dbt_manifest import DbtManifestParam, validate_manifest
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
+from transformation.failed_checks import compiled_sql, explain_failure
+
 if TYPE_CHECKING:
+    from data_platform.resources import PostgresResource
     from dbt.contracts.graph.manifest import Manifest
 
 _RESULT_EVENTS = {"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult"}
@@ -146,11 +149,13 @@ def dbt_build_events(
     context: dg.AssetExecutionContext | None = None,
     manifest: DbtManifestParam | None = None,
     translator: DagsterDbtTranslator | None = None,
+    warehouse: PostgresResource | None = None,
 ) -> Iterator[Any]:
     """Run a dbt command in this process and yield its Dagster events as nodes finish.
 
     With a context, dbt runs what the context selected (as DbtCliResource.cli does); raises
-    DagsterDbtCliRuntimeError, after every event, when dbt reports an error.
+    DagsterDbtCliRuntimeError, after every event, when dbt reports an error. With a warehouse,
+    a failed check carries its test's failing rows (failed_checks.py).
 
     The manifest and translator come from the caller, not from the assets definition's
     metadata as in DbtCliResource.cli: the location builds its dbt assets without dagster-dbt
@@ -212,13 +217,24 @@ def dbt_build_events(
         status = raw["data"].get("status") or raw["data"]["node_info"].get("node_status")
         if str(status).lower() in {"error", "fail"}:
             failed.append(raw["data"]["node_info"]["unique_id"])
-        yield from event.to_default_asset_events(
+        node = manifest_json.get("nodes", {}).get(raw["data"]["node_info"]["unique_id"])
+        for dagster_event in event.to_default_asset_events(
             manifest=manifest_json,
             dagster_dbt_translator=translator,
             context=context,
             target_path=target_path,
             project=project,
-        )
+        ):
+            if (
+                isinstance(dagster_event, dg.AssetCheckResult)
+                and not dagster_event.passed
+                and warehouse is not None
+                and node
+            ):
+                dagster_event = explain_failure(
+                    dagster_event, compiled_sql(target_path, node), warehouse
+                )
+            yield dagster_event
     worker.join()
     if "error" in outcome:
         raise outcome["error"]

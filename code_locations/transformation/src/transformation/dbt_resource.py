@@ -18,6 +18,7 @@ import dagster as dg
 if TYPE_CHECKING:
     from dagster_dbt import DagsterDbtTranslator
     from dagster_dbt.dbt_manifest import DbtManifestParam
+    from data_platform.resources import PostgresResource
 
 # code_locations/transformation/src/transformation/dbt_resource.py -> the repository's dbt/
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[4] / "dbt"
@@ -64,10 +65,12 @@ class WarehouseDbt(dg.ConfigurableResource):
         context: dg.AssetExecutionContext | None = None,
         manifest: DbtManifestParam | None = None,
         dagster_dbt_translator: DagsterDbtTranslator | None = None,
+        warehouse: PostgresResource | None = None,
     ) -> Iterator[Any]:
         """`dbt <args>` through dbt's Python API on the prepared manifest (no dbt start-up,
         no parse): the Dagster events DbtCliResource's .cli(...).stream() would yield, for the
-        assets and checks the context selected (dbt_in_process.py)."""
+        assets and checks the context selected (dbt_in_process.py); with ``warehouse``, a
+        failed check shows what its test found."""
         from dagster_dbt import DbtCliResource, DbtProject
 
         from transformation.dbt_in_process import dbt_build_events
@@ -83,6 +86,7 @@ class WarehouseDbt(dg.ConfigurableResource):
             context=context,
             manifest=manifest or project.manifest_path,
             translator=dagster_dbt_translator,
+            warehouse=warehouse,
         )
 
 

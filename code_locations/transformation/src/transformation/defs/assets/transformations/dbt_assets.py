@@ -48,4 +48,5 @@ def dbt_analytics(context: dg.AssetExecutionContext, dbt: WarehouseDbt, postgres
             database=postgres.database,
             context=context,
             dagster_dbt_translator=warehouse_translator(),
+            warehouse=postgres,  # a failed check shows its failing rows
         )
