@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 DAY = timedelta(days=1)
 
@@ -157,3 +158,42 @@ def test_source_freshness_runs_in_process(raw_tables, dbt_warehouse) -> None:
     assert fresh.passed, fresh.metadata
     stale = evaluate(3)  # warn after 2 hours
     assert not stale.passed and stale.severity == dg.AssetCheckSeverity.WARN, stale.metadata
+
+
+PREPARED_BUILD = """
+import json, sys
+from dbt_common.dataclass_schema import dbtClassMixin
+from transformation.dbt_config import dbt_cli
+
+schemas = dbtClassMixin.__dict__["json_schema"].__func__  # one lru_cache for every contract
+cli = dbt_cli()
+cli.prepare(sys.argv[1])
+prepared = schemas.cache_info().misses
+events = list(cli.run_in_process(["build", "--select", "stg_game_types"], database=sys.argv[1]))
+print(json.dumps({"prepared": prepared, "after_build": schemas.cache_info().misses,
+                  "events": len(events)}))
+"""
+
+
+def test_a_prepared_build_starts_dbt_without_building_schemas(raw_tables, tmp_path) -> None:
+    """In a fresh process, as a run worker: after prepare(), the build (under the lock) builds
+    none of the JSON schemas dbt checks its configuration with, and writes run_results.json
+    but not the prepared manifest again."""
+    import os
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-c", PREPARED_BUILD, raw_tables.database],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ,  # the warehouse's variables and DBT_TARGET_PATH (dbt_warehouse)
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    counts = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert counts["events"] > 0 and counts["prepared"] >= 8
+    assert counts["after_build"] == counts["prepared"], "dbt built a schema under the lock"
+    target = os.environ["DBT_TARGET_PATH"]
+    written = {path.name for path in Path(target).rglob("*.json")}
+    assert "run_results.json" in written and "manifest.json" not in written, written

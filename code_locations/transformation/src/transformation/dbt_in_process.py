@@ -37,9 +37,9 @@ if TYPE_CHECKING:
     from dbt.contracts.graph.manifest import Manifest
 
 _RESULT_EVENTS = {"LogModelResult", "LogTestResult", "LogSeedResult", "LogSnapshotResult"}
-# What dbt validates against a JSON schema when a command starts (project, profile, selectors):
-# each schema is built once per process, about a third of a second in all, so prepare() builds
-# them. test_in_process_build checks that a build after prepare() builds none.
+# What dbt validates against a JSON schema when a command starts (project, profile, selectors)
+# and when a test ends: each schema is built once per process, about a third of a second in
+# all, so prepare() builds them. test_in_process_build checks that a build after prepare() builds none.
 START_UP_SCHEMAS = {
     "dbt.contracts.project": (
         "Project",
@@ -50,6 +50,7 @@ START_UP_SCHEMAS = {
     ),
     "dbt.contracts.selection": ("SelectorFile",),
     "dbt.adapters.postgres.connections": ("PostgresCredentials",),
+    "dbt.task.test": ("TestResultData",),
 }
 _manifests: dict[tuple[Path, float, str], Manifest] = {}
 _DONE = object()
