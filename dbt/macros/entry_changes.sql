@@ -23,34 +23,6 @@
 {%- endmacro %}
 
 
-{#- pre_hook of stg_journal_entries: forget the changes every gold model has read (each reads
-    those logged after its own last build: gold_recompute_from), so the log holds only what
-    some gold model has not built yet; nothing while a gold model is unbuilt or empty. Gold is
-    found in the graph: a ref would make staging depend on it. -#}
-{% macro forget_read_entry_changes() -%}
-    {%- if not execute or not is_incremental() -%}
-        {{ return('') }}
-    {%- endif -%}
-    {%- set last_builds = [] -%}
-    {%- for node in graph.nodes.values()
-        if node.resource_type == 'model'
-        and node.config.get('incremental_strategy') == 'recompute_from' -%}
-        {%- set gold = adapter.get_relation(node.database, node.schema, node.alias) -%}
-        {%- if gold is none -%}
-            {{ return('') }}
-        {%- endif -%}
-        {%- do last_builds.append('((select max(updated_at) from ' ~ gold ~ '))') -%}
-    {%- endfor -%}
-    {%- if last_builds %}
-    delete from {{ this.schema }}.journal_entry_changes
-    where logged_at <= (
-        select case when count(built_at) = count(*) then min(built_at) end
-        from (values {{ last_builds | join(', ') }}) as gold (built_at)
-    )
-    {%- endif %}
-{%- endmacro %}
-
-
 {#- raw.deletions (tombstones the ingestion applied), or none before the ingestion made it. -#}
 {% macro deletions_relation() -%}
     {{ return(load_relation(source('raw', 'deletions'))) }}

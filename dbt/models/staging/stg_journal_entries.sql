@@ -27,11 +27,7 @@
             {'columns': ['_ingested_at']},
         ],
         meta={'changed_rows': '_loaded_at'},
-        pre_hook=[
-            "{{ create_entry_changes() }}",
-            "{{ forget_read_entry_changes() }}",
-            "{{ note_read_watermark() }}",
-        ],
+        pre_hook=["{{ create_entry_changes() }}", "{{ note_read_watermark() }}"],
         post_hook=[
             "{{ log_entry_changes() }}",
             "{{ save_read_watermark() }}",
