@@ -39,25 +39,18 @@
     where _loaded_at = now();
     {%- set deletions = deletions_relation() %}
     {%- if deletions is not none %}
-    {#- only tombstones stamped since the watermark this build read raw from: every older one
-        was visible to an earlier build, which applied it (read_watermark.sql); as arrays, so
-        each side ranges over its index instead of scanning staging -#}
-    {%- set since = entries_read_from(this) %}
     with gone as (
         delete from {{ this }} as entries
         where (
-            entries.entry_id = any(array(
-                select id from {{ deletions }}
-                where entity = 'journal_entries' and ingested_at >= {{ since }}
-            ))
+            entries.entry_id in (
+                select id from {{ deletions }} where entity = 'journal_entries'
+            )
             and not exists (
                 select 1 from {{ source('raw', 'journal_entries') }} as still
                 where still.id = entries.entry_id
             )
         )
-            or entries.user_id = any(array(
-                select id from {{ deletions }} where entity = 'users' and ingested_at >= {{ since }}
-            ))
+            or entries.user_id in (select id from {{ deletions }} where entity = 'users')
         returning entries.entry_id, entries.entry_date
     )
     insert into {{ changes }} (entry_id, from_date, to_date, logged_at)
