@@ -23,6 +23,14 @@
 {%- endmacro %}
 
 
+{#- pre_hook of stg_journal_entries: the merge joins the few rows read to staging through the
+    entry_id index. With the default random_page_cost (4, for spinning disks) the planner
+    hashes all of staging instead: 330 ms against 85 ms for 10,000 rows into 1,000,000. -#}
+{% macro merge_through_index() -%}
+    set local random_page_cost = 1.1
+{%- endmacro %}
+
+
 {#- raw.deletions (tombstones the ingestion applied), or none before the ingestion made it. -#}
 {% macro deletions_relation() -%}
     {{ return(load_relation(source('raw', 'deletions'))) }}
@@ -39,18 +47,22 @@
     where _loaded_at = now();
     {%- set deletions = deletions_relation() %}
     {%- if deletions is not none %}
+    -- two deletes, not one with an "or": each is a join through one index (entry_id, user_id)
+    -- from the tombstones, where the "or" made every build read all of staging
     with gone as (
         delete from {{ this }} as entries
-        where (
-            entries.entry_id in (
-                select id from {{ deletions }} where entity = 'journal_entries'
-            )
+        where entries.entry_id in (select id from {{ deletions }} where entity = 'journal_entries')
             and not exists (
                 select 1 from {{ source('raw', 'journal_entries') }} as still
                 where still.id = entries.entry_id
             )
-        )
-            or entries.user_id in (select id from {{ deletions }} where entity = 'users')
+        returning entries.entry_id, entries.entry_date
+    )
+    insert into {{ changes }} (entry_id, from_date, to_date, logged_at)
+    select entry_id, entry_date, null, now() from gone;
+    with gone as (
+        delete from {{ this }} as entries
+        where entries.user_id in (select id from {{ deletions }} where entity = 'users')
         returning entries.entry_id, entries.entry_date
     )
     insert into {{ changes }} (entry_id, from_date, to_date, logged_at)

@@ -22,12 +22,15 @@
             {'columns': ['entry_id'], 'unique': True},
             {'columns': ['entry_date']},
             {'columns': ['user_id']},
-            {'columns': ['created_at']},
             {'columns': ['_loaded_at']},
             {'columns': ['_ingested_at']},
         ],
         meta={'changed_rows': '_loaded_at'},
-        pre_hook=["{{ create_entry_changes() }}", "{{ note_read_watermark() }}"],
+        pre_hook=[
+            "{{ create_entry_changes() }}",
+            "{{ note_read_watermark() }}",
+            "{{ merge_through_index() }}",
+        ],
         post_hook=[
             "{{ log_entry_changes() }}",
             "{{ save_read_watermark() }}",
