@@ -16,6 +16,7 @@
         on {{ this.schema }}.journal_entry_changes (logged_at);
     -- the game types each gold model last built with (gold_bounds_hook): created here, once,
     -- since the gold models run in parallel and CREATE ... IF NOT EXISTS can collide
+    {{ create_user_windows(this.schema) }}
     create table if not exists {{ this.schema }}.game_type_digests (
         model text primary key,
         digest text not null

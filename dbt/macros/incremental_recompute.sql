@@ -142,18 +142,3 @@
 {% macro recent_only() -%}
     {{ 'bounds.as_of_date - bounds.build_from <= 1' if is_incremental() else 'false' }}
 {%- endmacro %}
-
-
-{#- Joins ``entries`` (an alias of accepted_entries) to the rewritten days of a recent-only
-    build whose 30 days hold each entry (none in any other build). The days are a list: the
-    planner knows their number (it guesses a thousand rows of generate_series, then sorts every
-    entry to group them). Needs the model's bounds CTE with recent_only. -#}
-{% macro recent_days_of(entries) -%}
-    inner join bounds on bounds.recent_only
-    inner join lateral (values (bounds.as_of_date - 1), (bounds.as_of_date)) as days (day)
-        on days.day >= bounds.build_from
-        and {{ entries }}.entry_date between days.day - 29 and days.day
-    where {{ entries }}.entry_date >= (select build_from - 29 from {{ gold_bounds() }} as bounds)
-        and {{ entries }}.entry_date <= (select as_of_date from {{ gold_bounds() }} as bounds)
-        and (select recent_only from bounds)
-{%- endmacro %}

@@ -18,8 +18,6 @@
         post_hook="{{ analyze_if_new() }}",
         indexes=[
             {'columns': ['game_type_id', 'feature_date'], 'unique': True},
-            {'columns': ['event_timestamp']},
-            {'columns': ['game_type_id', 'event_timestamp']},
             {'columns': ['updated_at']},
         ],
     )

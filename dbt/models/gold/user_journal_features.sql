@@ -6,8 +6,9 @@
   rebuilt; their windows read entries from 29 days earlier, and the kept row 30 days earlier
   carries what is older (the last entry date and the streak). A build that rebuilds at most the
   as-of date and the day before (within a day, or the first after midnight: the usual builds)
-  sums each row's windows straight from its entries instead (recent_windows), and the kept row
-  the day before its start carries what is older: no row per day for the 29 days before.
+  takes each row's windows from user_windows.sql instead (recent_windows: carried on from the
+  day before's, or summed from their entries), and the kept row the day before its start
+  carries what is older: no row per day for the 29 days before.
 -#}
 {{
     config(
@@ -16,13 +17,11 @@
         recompute_column='feature_date',
         unique_key=['user_id', 'feature_date'],
         on_schema_change='fail',
-        pre_hook="{{ gold_bounds_hook() }}",
-        post_hook="{{ analyze_if_new() }}",
+        pre_hook=["{{ gold_bounds_hook() }}", "{{ user_windows_hook() }}"],
+        post_hook=["{{ save_user_windows() }}", "{{ analyze_if_new() }}"],
         indexes=[
             {'columns': ['user_id', 'feature_date'], 'unique': True},
             {'columns': ['feature_date']},
-            {'columns': ['event_timestamp']},
-            {'columns': ['user_id', 'event_timestamp']},
             {'columns': ['updated_at']},
         ],
     )
@@ -61,26 +60,13 @@ daily as (
     group by entries.user_id, entries.entry_date
 ),
 
-{#- the windows of each rebuilt row of a recent-only build, straight from the entries they
-    cover (each entry counts in the one or two rows whose 30 days hold it) -#}
+{#- the windows of each rebuilt row of a recent-only build: carried on from the kept windows
+    of the day before, or summed from their entries (user_windows.sql) -#}
 recent_windows as (
-    select
-        entries.user_id,
-        days.day as feature_date,
-        min(entries.entry_date) as first_entry_date,
-        count(*) filter (where entries.entry_date = days.day) as entries_1d,
-        count(*) filter (where entries.entry_date > days.day - 7) as entries_7d,
-        count(*) as entries_30d,
-        sum(entries.mood) as mood_sum_30d,
-        sum(entries.score) as score_sum_30d,
-        sum(entries.duration_minutes) as minutes_30d,
-        max(entries.entry_date) as last_entry_date
-        {%- for id in game_type_ids %},
-        count(*) filter (where entries.game_type_id = {{ id }}) as game_type_{{ id }}_30d
-        {%- endfor %}
-    from {{ accepted_entries() }} as entries
-    {{ recent_days_of('entries') }}
-    group by entries.user_id, days.day
+    select windows.*
+    from pg_temp.user_windows as windows
+    where (select recent_only from bounds)
+        and windows.feature_date >= (select build_from from bounds)
 ),
 
 earlier as (
