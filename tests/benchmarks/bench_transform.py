@@ -98,10 +98,9 @@ def one_build(as_of: datetime) -> None:
     cli.prepare(warehouse.database)  # as the asset does, before its lock
     started = time.perf_counter()
     with dbt_build_lock(warehouse) as locked_at:
-        build_vars = {"as_of": as_of.isoformat(), "changed_since": locked_at.isoformat()}
         events = list(
             cli.run_in_process(
-                ["build", "--vars", json.dumps(build_vars)],
+                cli.build_args(warehouse, as_of=as_of, changed_since=locked_at),
                 database=warehouse.database,
                 dagster_dbt_translator=warehouse_translator(),
             )

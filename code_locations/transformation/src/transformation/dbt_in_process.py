@@ -87,6 +87,16 @@ def dbt_manifest(path: Path, database: str) -> Manifest:
     return _manifests[key]
 
 
+def incremental_relations(manifest_path: Path, database: str) -> list[str]:
+    """The incremental models' tables ("schema"."table"), from the prepared manifest."""
+    nodes = dbt_manifest(manifest_path, database).nodes.values()
+    return [
+        f'"{node.schema}"."{node.alias}"'
+        for node in nodes
+        if node.resource_type == "model" and node.config.materialized == "incremental"
+    ]
+
+
 def prepare(manifest_path: Path, database: str) -> None:
     """Load what a build needs before it runs (dbt's runner and Postgres adapter, the manifest,
     the schemas dbt checks its configuration with): a build that calls this before taking its

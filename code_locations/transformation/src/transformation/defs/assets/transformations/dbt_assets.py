@@ -4,7 +4,6 @@ The specs are the ones ``@dbt_assets`` builds, stored beside the manifest (dbt_s
 that loading the location imports neither dbt nor dagster-dbt; the step imports them.
 """
 
-import json
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -33,18 +32,15 @@ def dbt_analytics(context: dg.AssetExecutionContext, dbt: WarehouseDbt, postgres
     Both gold tables describe one moment, the build's start (var as_of), taken once the
     build holds the lock. Tests read the rows written since the lock was taken
     (var changed_since): every row after a first build or a full rewrite, the changed ones
-    after an incremental build.
+    after an incremental build, which skips the uniqueness tests its indexes enforce
+    (WarehouseDbt.build_args).
     """
     from transformation.translator import warehouse_translator
 
     dbt.prepare(postgres.database)  # dbt and the manifest load before the lock, not under it
     with dbt_build_lock(postgres, on_wait=context.log.info) as locked_at:
-        build_vars = {
-            "as_of": datetime.now(UTC).isoformat(),
-            "changed_since": locked_at.isoformat(),
-        }
         yield from dbt.run_in_process(
-            ["build", "--vars", json.dumps(build_vars)],
+            dbt.build_args(postgres, as_of=datetime.now(UTC), changed_since=locked_at),
             database=postgres.database,
             context=context,
             dagster_dbt_translator=warehouse_translator(),
