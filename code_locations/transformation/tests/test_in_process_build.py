@@ -168,7 +168,7 @@ def test_source_freshness_runs_in_process(raw_tables, dbt_warehouse) -> None:
 
 
 PREPARED_BUILD = """
-import json, sys
+import gc, json, sys
 from dbt_common.dataclass_schema import dbtClassMixin
 from transformation.dbt_config import dbt_cli
 
@@ -176,16 +176,18 @@ schemas = dbtClassMixin.__dict__["json_schema"].__func__  # one lru_cache for ev
 cli = dbt_cli()
 cli.prepare(sys.argv[1])
 prepared = schemas.cache_info().misses
+tracked = len(gc.get_objects())  # what a full collection walks
 events = list(cli.run_in_process(["build", "--select", "stg_game_types"], database=sys.argv[1]))
 print(json.dumps({"prepared": prepared, "after_build": schemas.cache_info().misses,
-                  "events": len(events)}))
+                  "events": len(events), "frozen": gc.get_freeze_count(), "tracked": tracked}))
 """
 
 
 def test_a_prepared_build_starts_dbt_without_building_schemas(raw_tables, tmp_path) -> None:
     """In a fresh process, as a run worker: after prepare(), the build (under the lock) builds
-    none of the JSON schemas dbt checks its configuration with, and writes run_results.json
-    but not the prepared manifest again."""
+    none of the JSON schemas dbt checks its configuration with, a full garbage collection
+    during it does not walk what was loaded (frozen), and it writes run_results.json but not
+    the prepared manifest again."""
     import os
     import subprocess
     import sys
@@ -201,6 +203,7 @@ def test_a_prepared_build_starts_dbt_without_building_schemas(raw_tables, tmp_pa
     counts = json.loads(completed.stdout.strip().splitlines()[-1])
     assert counts["events"] > 0 and counts["prepared"] >= 8
     assert counts["after_build"] == counts["prepared"], "dbt built a schema under the lock"
+    assert counts["frozen"] > 100_000 and counts["tracked"] < counts["frozen"] / 10, counts
     target = os.environ["DBT_TARGET_PATH"]
     written = {path.name for path in Path(target).rglob("*.json")}
     assert "run_results.json" in written and "manifest.json" not in written, written

@@ -8,6 +8,7 @@ become the same Dagster events DbtCliResource.cli(...).stream() yields.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -100,7 +101,14 @@ def incremental_relations(manifest_path: Path, database: str) -> list[str]:
 def prepare(manifest_path: Path, database: str) -> None:
     """Load what a build needs before it runs (dbt's runner and Postgres adapter, the manifest,
     the schemas dbt checks its configuration with): a build that calls this before taking its
-    lock holds the lock only while dbt runs."""
+    lock holds the lock only while dbt runs.
+
+    Then freeze what is loaded (gc.freeze): the modules and the manifest are about 300,000
+    objects the collector tracks, living as long as the process, and the full collection that
+    came during each build walked them all: about 0.2 s holding the GIL while every dbt thread
+    waited. Frozen, the collector skips them; only a reference cycle already garbage at this
+    point is never freed.
+    """
     import dbt.adapters.postgres
     import dbt.cli.main  # noqa: F401
 
@@ -109,6 +117,7 @@ def prepare(manifest_path: Path, database: str) -> None:
         contracts = importlib.import_module(module)
         for name in names:
             getattr(contracts, name).json_schema()
+    gc.freeze()
 
 
 def _raw_event(message: Any) -> dict[str, Any]:
