@@ -50,26 +50,26 @@
     {%- if deletions is not none %}
     -- two deletes, not one with an "or": each is a join through one index (entry_id, user_id)
     -- from the tombstones, where the "or" made every build read all of staging
-    with gone as (
-        delete from {{ this }} as entries
-        where entries.entry_id in (select id from {{ deletions }} where entity = 'journal_entries')
-            and not exists (
-                select 1 from {{ source('raw', 'journal_entries') }} as still
-                where still.id = entries.entry_id
-            )
-        returning entries.entry_id, entries.entry_date
-    )
-    insert into {{ changes }} (entry_id, from_date, to_date, logged_at)
-    select entry_id, entry_date, null, now() from gone;
-    with gone as (
-        delete from {{ this }} as entries
-        where entries.user_id in (select id from {{ deletions }} where entity = 'users')
-        returning entries.entry_id, entries.entry_date
-    )
-    insert into {{ changes }} (entry_id, from_date, to_date, logged_at)
-    select entry_id, entry_date, null, now() from gone;
+    {{ forget_entries(changes, "entries.entry_id in (select id from " ~ deletions
+        ~ " where entity = 'journal_entries') and not exists (select 1 from "
+        ~ source('raw', 'journal_entries') ~ " as still where still.id = entries.entry_id)") }};
+    {{ forget_entries(changes, "entries.user_id in (select id from " ~ deletions
+        ~ " where entity = 'users')") }};
     {%- endif %}
     {%- else %}
     insert into {{ changes }} (entry_id, from_date, to_date, logged_at) values (null, null, null, now());
     {%- endif %}
+{%- endmacro %}
+
+
+{#- Delete the staged entries matching ``condition`` (on alias ``entries``) and log each one's
+    date as left (to_date null) in ``changes``. -#}
+{% macro forget_entries(changes, condition) -%}
+    with gone as (
+        delete from {{ this }} as entries
+        where {{ condition }}
+        returning entries.entry_id, entries.entry_date
+    )
+    insert into {{ changes }} (entry_id, from_date, to_date, logged_at)
+    select entry_id, entry_date, null, now() from gone
 {%- endmacro %}

@@ -48,16 +48,13 @@
     select days.day, bounds.from_seed, bounds.build_from - 1 as seed_day
     from (
         select
-            build_from,
-            as_of_date,
-            {%- if is_incremental() %}
-            as_of_date - build_from in (0, 1)
-                and exists (select 1 from {{ kept }} where feature_date = build_from - 1)
-            {%- else %}
-            false
-            {%- endif %} as from_seed
-        from pg_temp.gold_build_bounds
-        where build_from is not null
+            bounds.build_from,
+            bounds.as_of_date,
+            {{ recent_only() }}
+                and exists (select 1 from {{ kept }} where feature_date = bounds.build_from - 1)
+                as from_seed
+        from pg_temp.gold_build_bounds as bounds
+        where bounds.build_from is not null
     ) as bounds
     cross join lateral (values (bounds.as_of_date - 1), (bounds.as_of_date)) as days (day)
     where not bounds.from_seed or days.day >= bounds.build_from;
@@ -94,8 +91,8 @@
         group by entries.user_id, days.day
     ),
 
-    {#- from the seed: the entries of the days that entered a window since the seed day (in),
-        or left its 30 days (out_30) or its 7 days (out_7); at most two days each -#}
+    {#- from the seed: the entries of the days that entered a window since the seed day, or
+        left its 30 days or its 7 days; at most two days each -#}
     moved_entries as (
         {%- for first, last in [(1, 0), (-29, -30), (-6, -7)] %}
         {{ 'union all' if not loop.first }}
@@ -108,6 +105,7 @@
     ),
 
     {#- +1 for an entry that entered the window, -1 for one that left it, 0 otherwise -#}
+    {%- set entered = 'entries.entry_date > days.seed_day and entries.entry_date <= days.day' %}
     signed as (
         select
             entries.user_id,
@@ -118,10 +116,10 @@
             entries.mood,
             entries.score,
             entries.duration_minutes,
-            case when entries.entry_date > days.seed_day and entries.entry_date <= days.day then 1
+            case when {{ entered }} then 1
                 when entries.entry_date between days.seed_day - 29 and days.day - 30 then -1
                 else 0 end as in_30d,
-            case when entries.entry_date > days.seed_day and entries.entry_date <= days.day then 1
+            case when {{ entered }} then 1
                 when entries.entry_date between days.seed_day - 6 and days.day - 7 then -1
                 else 0 end as in_7d
         from moved_entries as entries
@@ -153,6 +151,11 @@
         inner join days on days.from_seed and kept.feature_date = days.seed_day
     )
 
+    select
+        windows.*,
+        array[{% for id in game_type_ids %}windows.game_type_{{ id }}_30d{{ ', ' if not loop.last }}{% endfor %}]::integer[]
+            as game_types_30d  {#- as kept: in game_type_ids order #}
+    from (
     select * from summed
     union all
     select
@@ -171,14 +174,14 @@
             + coalesce(moved.game_type_{{ id }}_30d, 0) as game_type_{{ id }}_30d
         {%- endfor %}
     from seeded
-    full join moved on moved.user_id = seeded.user_id and moved.feature_date = seeded.day;
+    full join moved on moved.user_id = seeded.user_id and moved.feature_date = seeded.day
+    ) as windows;
 {%- endmacro %}
 
 
 {#- post_hook of user_journal_features: keep the windows of its as-of date and the day before
     (those it computed replace the kept ones; a user without an entry in them has no row). -#}
 {% macro save_user_windows() -%}
-    {%- set game_type_ids = game_type_ids() %}
     {%- set kept = user_windows_relation() %}
     delete from {{ kept }}
     where feature_date in (select day from pg_temp.user_window_days)
@@ -190,8 +193,7 @@
     )
     select
         user_id, feature_date, entries_7d, entries_30d, mood_sum_30d, score_sum_30d,
-        minutes_30d,
-        array[{% for id in game_type_ids %}game_type_{{ id }}_30d{{ ', ' if not loop.last }}{% endfor %}]::integer[]
+        minutes_30d, game_types_30d
     from pg_temp.user_windows
     where entries_30d > 0
 {%- endmacro %}
