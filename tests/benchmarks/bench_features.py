@@ -113,12 +113,16 @@ def main() -> None:
 
 
 def data_end() -> datetime:
-    """Where the upstream's base entries end: two hours ago, within today. The changes made
-    later tick on from there (a second each) and stay in the past, as dbt's tests require of
-    an as-of time; on the same day, so that unchanged users keep their values."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    midnight = now.replace(hour=0, minute=0, second=0)
-    return max(now - timedelta(hours=2), midnight + timedelta(minutes=1))
+    """Where the upstream's base entries end: two hours ago, at least two hours into its day
+    (else yesterday at 23:00). The changes made later tick on from there (a second each) and
+    stay in the past, as dbt's tests require of an as-of time; and the newest base entry (the
+    first build's as-of time) falls on the same day as they do, so that unchanged users keep
+    their values. Ending at 00:01, as this did in the first two hours of a day, the newest
+    base entry came before midnight and every user's row moved to a new day."""
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    if end.hour < 2:
+        end = end.replace(hour=0, minute=0, second=0) - timedelta(hours=1)
+    return end
 
 
 def build_gold(servers: LocalServers, changed_users: int = 0) -> float:
