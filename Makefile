@@ -105,6 +105,7 @@ bench-features: install ## gold by dbt (90 days) -> Redis, full and incremental,
 bench-transform: install ## dbt full build over 1,000,000 entries (ARGS="--entries N"), then an incremental build after +1%; ratio
 	$(RUN) python -m tests.benchmarks.bench_transform $(ARGS)
 
-dbt-manifest: install ## Prepare dbt/target/manifest.json (dbt parse: no database needed) and the asset specs, as the image build does
+dbt-manifest: install ## Prepare dbt/target/manifest.json (dbt parse: no database needed), the asset specs and the compiled templates, as the image build does
 	$(RUN) dagster-dbt project prepare-and-package --file code_locations/transformation/src/transformation/dbt_config.py
 	$(RUN) python -m transformation.dbt_specs
+	$(RUN) python -m transformation.dbt_templates

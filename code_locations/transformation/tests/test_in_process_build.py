@@ -187,7 +187,7 @@ def test_a_prepared_build_starts_dbt_without_building_schemas(raw_tables, tmp_pa
     """In a fresh process, as a run worker: after prepare(), the build (under the lock) builds
     none of the JSON schemas dbt checks its configuration with, a full garbage collection
     during it does not walk what was loaded (frozen), and it writes run_results.json but not
-    the prepared manifest again."""
+    the prepared manifest again, and a dbt.log without every statement."""
     import os
     import subprocess
     import sys
@@ -207,3 +207,8 @@ def test_a_prepared_build_starts_dbt_without_building_schemas(raw_tables, tmp_pa
     target = os.environ["DBT_TARGET_PATH"]
     written = {path.name for path in Path(target).rglob("*.json")}
     assert "run_results.json" in written and "manifest.json" not in written, written
+    # dbt.log at info level: each node's start and result, not each statement
+    (log,) = Path(target).rglob("dbt.log")
+    lines = log.read_text().splitlines()
+    assert any("[info ]" in line and "stg_game_types" in line for line in lines), lines[-20:]
+    assert not any("[debug]" in line for line in lines), "dbt.log has debug lines"

@@ -31,6 +31,7 @@ from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from dagster_dbt.dbt_manifest import DbtManifestParam, validate_manifest
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
+from transformation.dbt_templates import template_cache_dir, use_compiled_templates
 from transformation.failed_checks import compiled_sql, explain_failure
 
 if TYPE_CHECKING:
@@ -100,8 +101,8 @@ def incremental_relations(manifest_path: Path, database: str) -> list[str]:
 
 def prepare(manifest_path: Path, database: str) -> None:
     """Load what a build needs before it runs (dbt's runner and Postgres adapter, the manifest,
-    the schemas dbt checks its configuration with): a build that calls this before taking its
-    lock holds the lock only while dbt runs.
+    the schemas dbt checks its configuration with, the compiled templates: dbt_templates.py):
+    a build that calls this before taking its lock holds the lock only while dbt runs.
 
     Then freeze what is loaded (gc.freeze): the modules and the manifest are about 300,000
     objects the collector tracks, living as long as the process, and the full collection that
@@ -113,6 +114,7 @@ def prepare(manifest_path: Path, database: str) -> None:
     import dbt.cli.main  # noqa: F401
 
     dbt_manifest(manifest_path, database)
+    use_compiled_templates(template_cache_dir(manifest_path))
     for module, names in START_UP_SCHEMAS.items():
         contracts = importlib.import_module(module)
         for name in names:
@@ -137,7 +139,12 @@ def run_dbt(
     project_dir: Path | None = None,
 ) -> Any:
     """`dbt <args>` through dbtRunner on the prepared manifest; dbt's result (artifacts in
-    ``target_path``)."""
+    ``target_path``).
+
+    dbt.log gets dbt's info lines (each node's start and result), not every statement at
+    debug level: 550 debug events of an incremental build, each formatted and scrubbed of
+    secrets holding the GIL. DBT_LOG_LEVEL_FILE=debug brings them back.
+    """
     from dbt.cli.main import dbtRunner
 
     runner = dbtRunner(
@@ -154,6 +161,7 @@ def run_dbt(
             str(target_path),
             "--log-path",
             str(target_path),
+            *([] if "DBT_LOG_LEVEL_FILE" in os.environ else ["--log-level-file", "info"]),
             "--no-send-anonymous-usage-stats",
             "--quiet",
         ]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformation.dbt_resource import dbt_executable
+from transformation.dbt_templates import template_cache_dir
 
 if TYPE_CHECKING:
     from dagster_dbt import DbtProject
@@ -127,6 +128,8 @@ def prepare_manifest(project: DbtFiles | DbtProject) -> Path:
         for name in ("partial_parse.msgpack", "semantic_manifest.json", "manifest.json"):
             if (Path(scratch) / name).exists():
                 os.replace(Path(scratch) / name, target / name)
+    # the old manifest's compiled templates: builds compile and keep the new ones
+    shutil.rmtree(template_cache_dir(project.manifest_path), ignore_errors=True)
     return project.manifest_path
 
 

