@@ -16,6 +16,7 @@ code loaded comes from the project's own directory, as trusted as the project's 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -34,12 +35,17 @@ def template_cache_dir(manifest_path: Path) -> Path:
     return manifest_path.parent / CACHE_DIR
 
 
+@functools.cache
+def _compilers() -> str:
+    return f"jinja2 {version('jinja2')} dbt-common {version('dbt-common')}"  # 0.6 ms: once
+
+
 def _key(environment: Any, source: str) -> str:
     """The code depends on the compiler (Jinja's, and dbt's extensions to it) and on the
     environment's class (dbt's native one generates other code)."""
     kind = f"{type(environment).__module__}.{type(environment).__qualname__}"
     digest = sha1(source.encode(), usedforsecurity=False).hexdigest()
-    return f"jinja2 {version('jinja2')} dbt-common {version('dbt-common')} {kind}:{digest}"
+    return f"{_compilers()} {kind}:{digest}"
 
 
 def use_compiled_templates(directory: Path) -> None:
