@@ -34,6 +34,7 @@
         post_hook=[
             "{{ log_entry_changes() }}",
             "{{ save_read_watermark() }}",
+            "{{ index_quarantined('is_future_dated') }}",
             "{{ analyze_if_new() }}",
         ],
     )
