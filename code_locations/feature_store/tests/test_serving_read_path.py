@@ -319,3 +319,78 @@ def test_async_connection_packs_as_redis_py_does():
     args = ("HMGET", b"\x02\x00key\xff", b"field", "_ts:view", 7, 1.5, "é", 2**70, -0.0, 1e20)
     packed = HiredisPackingConnection().pack_command(*args)
     assert b"".join(packed) == b"".join(redis_asyncio.Connection().pack_command(*args))
+
+
+def test_concurrent_requests_share_reads_and_get_feasts_answers(server_app, gold_expected):
+    """Requests arriving together (one user, several, a missing one, the two-view service)
+    are read together, and each gets what Feast's handler answers it alone."""
+    users = sorted(gold_expected())
+    bodies: list[Any] = [
+        *({"features": USER_FEATURES, "entities": {"user_id": [user]}} for user in users[:8]),
+        {"features": USER_FEATURES, "entities": {"user_id": [MISSING_USER, users[9], users[9]]}},
+        {"features": ALL_USER_FEATURES, "entities": {"user_id": users[:5]}},
+        {"feature_service": "analyzer_v1", "entities": {"user_id": users[:2], "game_type_id": [2, 1]}},
+        {"feature_service": "analyzer_v1", "entities": {"user_id": [users[3]], "game_type_id": [99]}},
+    ]  # fmt: skip
+    counts: dict[str, int] = {}
+
+    async def alone_then_together() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        # one event loop: the online store's async client belongs to the first that uses it
+        alone = [theirs for _, theirs, _ in await _ask_both(server_app, bodies)]
+        counts.update(reads=_online_reads(server_app), answered=server_app.answered)
+        transport = httpx.ASGITransport(app=server_app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            posts = (client.post("/get-online-features", json=body) for body in bodies)
+            return alone, await asyncio.gather(*posts)
+
+    alone, answers = asyncio.run(alone_then_together())
+    assert server_app.answered - counts["answered"] == len(bodies)
+    for body, ours, theirs in zip(bodies, answers, alone, strict=True):
+        assert ours.status_code == theirs.status_code == 200, ours.text
+        assert ours.content == theirs.content, body
+    # one read per distinct (view, features): the 9 requests of USER_FEATURES share one,
+    # ALL_USER_FEATURES has its own, and the 2 service requests share one per view
+    reads = _online_reads(server_app) - counts["reads"]
+    assert reads == 4, f"{len(bodies)} requests made {reads} online reads"
+
+
+def _online_reads(app: Any) -> int:
+    return sum(read.reads.reads for plan in app._plans.values() if plan for read in plan.views)
+
+
+def test_an_async_read_fails_and_recovers_as_feasts_pipeline(feast_env, run_feature_store, gold):
+    """A key Redis cannot HMGET fails the read, as it fails Feast's pipeline, and the next
+    read on the same client is right (no reply left on the connection); so is a read after
+    Redis dropped every client connection."""
+    from redis.exceptions import ResponseError
+
+    assert run_feature_store().success
+    store = feast_env.store()
+    ours, config = store._get_provider().online_store, store.config
+    view = store.get_feature_view(USER_VIEW)
+    users = sorted(gold.latest(USER_VIEW, "user_id"))[:3]
+    features = [feature.name for feature in view.features]
+    client = feast_env.redis()
+    client.set(online_layout.entity_key(store.project, "user_id", MISSING_USER), b"not a hash")
+
+    def keys(values: list[int]) -> list[EntityKey]:
+        return [
+            EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=v)]) for v in values
+        ]
+
+    expected = RedisOnlineStore().online_read(config, view, keys(users), list(features))
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        RedisOnlineStore().online_read(config, view, keys([users[0], MISSING_USER]), features[:])
+
+    async def reads() -> list[Any]:
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await ours.online_read_async(
+                config, view, keys([users[0], MISSING_USER, users[1]]), list(features)
+            )
+        after_error = await ours.online_read_async(config, view, keys(users), list(features))
+        client.client_kill_filter(_type="normal", skipme=True)
+        after_kill = await ours.online_read_async(config, view, keys(users), list(features))
+        return [after_error, after_kill]
+
+    for rows in asyncio.run(reads()):
+        assert rows == expected

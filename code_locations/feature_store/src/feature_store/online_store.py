@@ -10,7 +10,11 @@ more time here than in Redis), returning what Feast's methods return:
   by one; any other key goes through Feast's serializer;
 - a batch of replies is decoded in one loop, each distinct timestamp once;
 - the async client packs commands with hiredis, as redis-py's sync client already does
-  (redis-py's asyncio connection packs them in Python, argument by argument).
+  (redis-py's asyncio connection packs them in Python, argument by argument);
+- async reads send their HMGETs in one write on one pooled connection and read the replies
+  straight off it: what redis-py's pipeline sends and reads, without its bookkeeping per
+  command (command stack, response callbacks, error annotation), about a quarter of a
+  100-entity read.
 """
 
 from __future__ import annotations
@@ -19,13 +23,20 @@ from collections.abc import ByteString, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+import hiredis
+from feast import FeatureView
+from feast.infra.online_stores.redis import (
+    RedisOnlineStore,
+    RedisOnlineStoreConfig,
+    _versioned_fv_name,
+)
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis import asyncio as redis_asyncio
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import ResponseError
 from redis.utils import HIREDIS_AVAILABLE
 
 from feature_store import online_layout
@@ -62,6 +73,24 @@ class ExpiringRedisOnlineStore(RedisOnlineStore):
         ):
             client.connection_pool.connection_class = HiredisPackingConnection
         return client
+
+    async def online_read_async(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None = None,
+    ) -> list[Row]:
+        client = await self._get_client_async(config.online_store)
+        if not isinstance(client, redis_asyncio.Redis):  # a cluster routes keys by slot
+            return await super().online_read_async(config, table, entity_keys, requested_features)
+        view_name = _versioned_fv_name(table, config)
+        requested, fields = self._generate_hset_keys_for_features(
+            table, requested_features, fv_name_override=view_name
+        )
+        keys = self._generate_redis_keys_for_entities(config, entity_keys)
+        replies = await hmget_each(client, keys, fields)
+        return self._convert_redis_values_to_protobuf(replies, view_name, requested)
 
     def _generate_redis_keys_for_entities(
         self, config: RepoConfig, entity_keys: list[EntityKeyProto]
@@ -128,6 +157,46 @@ class ExpiringRedisOnlineStore(RedisOnlineStore):
         if stamps.get(f"_ts:{feature_view}") is None:  # this view has no row for the entity
             return None, None
         return super()._get_features_for_entity(values, feature_view, requested_features)
+
+
+async def hmget_each(
+    client: redis_asyncio.Redis, keys: Sequence[bytes], fields: Sequence[Any]
+) -> list[list[bytes | None]]:
+    """HMGET ``fields`` of each key, replies in order: as a redis-py pipeline (not a
+    transaction) with ``raise_on_error``, on one connection of the client's pool, retried by
+    the connection's retry policy like the pipeline. The pipeline's per-command steps cost
+    more than Redis takes to answer; redis-py offers no batch read without them."""
+    if not keys:
+        return []
+    commands = [("HMGET", key, *fields) for key in keys]
+    # packed in one C call each (redis-py's pack_commands adds Python steps per command)
+    packed = b"".join(map(hiredis.pack_command, commands))
+    pool = client.connection_pool
+    connection = await pool.get_connection()
+
+    async def exchange() -> list[Any]:
+        await connection.send_packed_command(packed)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as error:  # read the other replies; the first error raises
+                replies.append(error)
+        return replies
+
+    try:
+        replies = await connection.retry.call_with_retry(
+            exchange, lambda _error: connection.disconnect()
+        )
+    except BaseException:
+        await connection.disconnect(nowait=True)  # replies may be left unread on it
+        raise
+    finally:
+        await pool.release(connection)
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
 
 
 def _feast_datetime(raw: Any) -> datetime:

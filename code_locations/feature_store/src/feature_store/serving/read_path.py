@@ -5,8 +5,9 @@ hops to a thread again to turn the response protobuf into a dict, formatting the
 every cell on the way (for 100 users that conversion alone costs more than the Redis read).
 This path answers the requests it can with Feast's own parts: Feast resolves the features
 (its cached request context), the configured online store reads them (``online_read_async``:
-Feast's Redis layout and decoding), Feast's value conversion makes them JSON-ready, and
-orjson writes the bytes, in the order and shape Feast's handler writes them.
+Feast's Redis layout and decoding; concurrent requests' reads of the same features share one,
+``batching``), Feast's value conversion makes them JSON-ready, and orjson writes the bytes,
+in the order and shape Feast's handler writes them.
 
 Anything it does not handle goes to Feast's handler unchanged, which then answers or refuses
 exactly as Feast does: bad JSON or fields, unknown features or services, on-demand views,
@@ -17,6 +18,7 @@ another type, precomputed services, auth or metrics switched on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -31,6 +33,8 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from feature_store.serving.batching import CoalescedReads
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,8 @@ class ViewRead:
     join_keys: frozenset[str]
     features: tuple[str, ...]  # as Feast asks online_read for them
     columns: tuple[tuple[str, str], ...]  # (feature, output name) that Feast keeps
+    # the online store's read of these features, shared by requests of the same loop turn
+    reads: CoalescedReads[EntityKeyProto, Any] = dataclasses.field(compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -223,13 +229,26 @@ class LeanOnlineFeatures:
                 if (output := f"{prefix}__{name}" if full_names else name) in kept_names
             )
             view_keys = frozenset(column.name for column in view.entity_columns)
-            views.append(ViewRead(view, view_keys, tuple(requested), columns))
+            reads = CoalescedReads(self._online_read(view, tuple(requested)))
+            views.append(ViewRead(view, view_keys, tuple(requested), columns, reads))
         # join keys of the views read, with types this path converts; a request naming
         # another join key (Feast infers its type, then ignores it) falls back
         typed = {k: entity_types[k] for k in join_keys if entity_types.get(k) in ENTITY_VALUES}
         if any(not read.join_keys <= typed.keys() for read in views):
             return None
         return Plan(frozenset(typed), typed, tuple(views))
+
+    def _online_read(
+        self, view: FeatureView, features: tuple[str, ...]
+    ) -> Callable[[list[EntityKeyProto]], Awaitable[list[Any]]]:
+        """The configured online store's async read of these features (a fresh list each
+        time: Feast's Redis store appends its timestamp field to the one it is given)."""
+        online_store, config = self.online_store, self.store.config
+
+        def read(keys: list[EntityKeyProto]) -> Awaitable[list[Any]]:
+            return online_store.online_read_async(config, view, keys, list(features))
+
+        return read
 
     async def _read(self, plan: Plan, entity_columns: dict[str, list[Any]]) -> bytes:
         rows = len(next(iter(entity_columns.values())))
@@ -267,9 +286,7 @@ class LeanOnlineFeatures:
             for field, value in zip(fields, entity, strict=True):
                 proto.entity_values.add(**{field: value})
             protos.append(proto)
-        found = await self.online_store.online_read_async(
-            self.store.config, read.view, protos, list(read.features)
-        )
+        found = await read.reads(protos)
         stamps: dict[datetime | None, str] = {None: EPOCH}
         entity_stamps = [
             stamps[ts]
