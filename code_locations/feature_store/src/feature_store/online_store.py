@@ -13,8 +13,8 @@ more time here than in Redis), returning what Feast's methods return:
   (redis-py's asyncio connection packs them in Python, argument by argument);
 - async reads send their HMGETs in one write on one pooled connection and read the replies
   straight off it: what redis-py's pipeline sends and reads, without its bookkeeping per
-  command (command stack, response callbacks, error annotation), about a quarter of a
-  100-entity read.
+  command (command stack, response callbacks, error annotation): about a tenth of a
+  100-entity request to the feature server.
 """
 
 from __future__ import annotations
