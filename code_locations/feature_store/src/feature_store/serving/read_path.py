@@ -288,13 +288,7 @@ class LeanOnlineFeatures:
                 proto.entity_values.add(**{field: value})
             protos.append(proto)
         found = await read.reads(protos)
-        stamps: dict[datetime | None, str] = {None: EPOCH}
-        entity_stamps = [
-            stamps[ts]
-            if ts in stamps or ts is None
-            else stamps.setdefault(ts, _feast_timestamp(ts))
-            for ts, _ in found
-        ]
+        entity_stamps = [EPOCH if ts is None else _feast_timestamp(ts) for ts, _ in found]
         rows = [data for _, data in found]
         # the same entity asked twice (rare) is read once; its rows copy the entity's cells
         spread = len(unique) != len(row_entity)
