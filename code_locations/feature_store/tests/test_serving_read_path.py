@@ -18,7 +18,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
 from feature_store import online_layout
 from feature_store.online_store import ExpiringRedisOnlineStore, HiredisPackingConnection
-from feature_store.serving.read_path import _natives
+from feature_store.serving.read_path import _native
 from feature_store.serving.server import serving_app
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis import asyncio as redis_asyncio
@@ -236,8 +236,8 @@ def test_lean_reads_equal_feasts_handler_for_odd_stored_values(
 
 
 def test_natives_are_feasts_conversion():
-    """The lean path reads plain scalars directly; every kind of value converts as Feast's
-    ``_value_to_native`` converts it."""
+    """The lean path reads plain scalars directly; every kind of stored value converts as
+    Feast's ``_value_to_native`` converts the Value its Redis store parses."""
     cells = [
         Value(), Value(null_val=0), Value(int32_val=-3), Value(int64_val=2**62),
         Value(double_val=0.1), Value(double_val=-0.0), Value(double_val=math.nan),
@@ -246,7 +246,12 @@ def test_natives_are_feasts_conversion():
         Value(bytes_val=b"\x00\xff"), Value(unix_timestamp_val=5),
         Value(int64_list_val=Int64List(val=[1, 2])), Value(string_list_val=StringList(val=["a"])),
     ]  # fmt: skip
-    assert _natives([*cells, None]) == [*(_value_to_native(c) for c in cells), None]
+    stored = [cell.SerializeToString() for cell in cells]
+    assert [*map(_native, [*stored, None, b""])] == [
+        *(_value_to_native(cell) for cell in cells),
+        _value_to_native(Value()),  # a field Redis does not hold: Feast's empty Value
+        _value_to_native(Value()),
+    ]
 
 
 def test_online_store_reads_what_feasts_redis_store_reads(feast_env, run_feature_store, gold):

@@ -14,12 +14,15 @@ more time here than in Redis), returning what Feast's methods return:
 - async reads send their HMGETs in one write on one pooled connection and read the replies
   straight off it: what redis-py's pipeline sends and reads, without its bookkeeping per
   command (command stack, response callbacks, error annotation): about a tenth of a
-  100-entity request to the feature server.
+  100-entity request to the feature server;
+- ``stored_reader`` hands the feature server the stored bytes of a view's rows, not Value
+  protos: in 100 users' rows two thirds of the values repeat, so the server converts each
+  distinct value once (parsing 900 Values per request was a quarter of its worker's time).
 """
 
 from __future__ import annotations
 
-from collections.abc import ByteString, Sequence
+from collections.abc import Awaitable, ByteString, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,6 +31,7 @@ from feast import FeatureView
 from feast.infra.online_stores.redis import (
     RedisOnlineStore,
     RedisOnlineStoreConfig,
+    RedisType,
     _versioned_fv_name,
 )
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
@@ -43,6 +47,9 @@ from feature_store import online_layout
 
 STORE_TYPE = "feature_store.online_store.ExpiringRedisOnlineStore"
 Row = tuple[datetime | None, dict[str, ValueProto] | None]
+# one entity's stored bytes: each requested feature's Value, then the row's timestamp (None
+# where Redis holds no field: for the timestamp, no row of the view)
+StoredRow = list[bytes | None]
 
 
 class ExpiringRedisOnlineStoreConfig(RedisOnlineStoreConfig):
@@ -92,6 +99,31 @@ class ExpiringRedisOnlineStore(RedisOnlineStore):
         replies = await hmget_each(client, keys, fields)
         return self._convert_redis_values_to_protobuf(replies, view_name, requested)
 
+    def stored_reader(
+        self, config: RepoConfig, table: FeatureView, join_key: str, features: Sequence[str]
+    ) -> Callable[[list[int]], Awaitable[list[StoredRow]]] | None:
+        """``read(values)``: the stored bytes of ``features`` and the timestamp of the rows of
+        the entities ``join_key=value`` (an INT64 join key), one row per value, in order: the
+        keys, fields and HMGETs of ``online_read_async``, without decoding. None for a
+        cluster (its client routes keys by slot) or another key serialization."""
+        if (
+            config.online_store.redis_type == RedisType.redis_cluster
+            or config.entity_key_serialization_version
+            != online_layout.ENTITY_KEY_SERIALIZATION_VERSION
+        ):
+            return None
+        _, fields = self._generate_hset_keys_for_features(
+            table, list(features), fv_name_override=_versioned_fv_name(table, config)
+        )
+        project, online_config = config.project, config.online_store
+
+        async def read(values: list[int]) -> list[StoredRow]:
+            client = await self._get_client_async(online_config)
+            keys = online_layout.entity_keys(project, join_key, values)
+            return await hmget_each(client, keys, fields)
+
+        return read
+
     def _generate_redis_keys_for_entities(
         self, config: RepoConfig, entity_keys: list[EntityKeyProto]
     ) -> list[bytes]:
@@ -139,7 +171,7 @@ class ExpiringRedisOnlineStore(RedisOnlineStore):
                 continue
             stamp = stamps.get(raw_stamp)
             if stamp is None:
-                stamp = stamps[raw_stamp] = _feast_datetime(raw_stamp)
+                stamp = stamps[raw_stamp] = feast_datetime(raw_stamp)
             row = {  # values end with the timestamp, which zip leaves out
                 name: parse(raw) if raw else empty()
                 for name, raw in zip(features, values, strict=False)
@@ -199,7 +231,7 @@ async def hmget_each(
     return replies
 
 
-def _feast_datetime(raw: Any) -> datetime:
+def feast_datetime(raw: Any) -> datetime:
     """A stored timestamp as Feast's Redis store turns it into a datetime (through a float)."""
     stamp = Timestamp()
     if raw:

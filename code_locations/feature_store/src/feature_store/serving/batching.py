@@ -4,8 +4,8 @@ Under concurrent requests a server worker holds many reads of the same features 
 Alone, each pays a whole Redis exchange (a write, a wake-up, a read, the client's steps
 around them): about a third of a one-entity request's CPU (130 us of read against 40 us
 when 16 share one, measured here). Reads of one feature view's features
-that start in the same loop turn go to the online store as one ``online_read_async`` (one
-pipeline) and each gets its own rows back. A read waits for no timer, only for the other
+that start in the same loop turn go to the online store as one read (one pipeline) and
+each gets its own rows back. A read waits for no timer, only for the other
 requests already running in the same turn, so a lone request is not slowed.
 
 asyncio has no batching primitive and Feast reads each request alone, hence this module.

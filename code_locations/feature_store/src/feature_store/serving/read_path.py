@@ -4,15 +4,17 @@ Feast's handler validates with pydantic, hops to a thread for the feature servic
 hops to a thread again to turn the response protobuf into a dict, formatting the timestamp of
 every cell on the way (for 100 users that conversion alone costs more than the Redis read).
 This path answers the requests it can with Feast's own parts: Feast resolves the features
-(its cached request context), the configured online store reads them (``online_read_async``:
-Feast's Redis layout and decoding; concurrent requests' reads of the same features share one,
-``batching``), Feast's value conversion makes them JSON-ready, and orjson writes the bytes,
-in the order and shape Feast's handler writes them.
+(its cached request context), the configured online store reads them (its ``stored_reader``:
+Feast's Redis keys and fields, the stored bytes; concurrent requests' reads of the same
+features share one, ``batching``), each distinct stored value is parsed and converted to JSON
+once by Feast's own functions (``_native``: remembered, since values repeat across users and
+requests), and orjson writes the bytes, in the order and shape Feast's handler writes them.
 
 Anything it does not handle goes to Feast's handler unchanged, which then answers or refuses
 exactly as Feast does: bad JSON or fields, unknown features or services, on-demand views,
-request data, feature view versions, entity names instead of join keys, entity values of
-another type, precomputed services, auth or metrics switched on.
+request data, feature view versions, entity names instead of join keys, views not keyed by
+one INT64 join key, entity values of another type, precomputed services, auth or metrics
+switched on, an online store without ``stored_reader``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from typing import Any
 import orjson
 from feast import FeatureStore, FeatureView
 from feast.feature_server_utils import _timestamp_to_str, _value_to_native
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from feature_store.online_store import StoredRow, feast_datetime
 from feature_store.serving.batching import CoalescedReads
 
 logger = logging.getLogger(__name__)
@@ -55,35 +57,27 @@ MAX_PLANS = 1024  # distinct (features, full_feature_names) requests remembered 
 HEADERS = [(b"content-type", b"application/json")]
 # value fields whose JSON form Feast's _value_to_native takes as is (the rest go through it)
 PLAIN = frozenset({"int32_val", "int64_val", "string_val", "bool_val"})
+# distinct stored values and timestamps remembered with their JSON form, per process: a few
+# MiB; a view's small values (counts, game types, rounded means) repeat across users
+NATIVES_REMEMBERED = 1 << 16
 
 
 def _is_int64(value: Any) -> bool:
+    """A JSON value Feast's python_values_to_proto_values turns into an INT64 entity value."""
     return type(value) is int and value in INT64_RANGE
-
-
-def _is_string(value: Any) -> bool:
-    return type(value) is str
-
-
-# entity value types this path converts itself (the check, the Value field), as Feast's
-# python_values_to_proto_values converts a JSON int or string; another type, or a value of
-# another kind, falls back
-ENTITY_VALUES: dict[ValueType, tuple[Callable[[Any], bool], str]] = {
-    ValueType.INT64: (_is_int64, "int64_val"),
-    ValueType.STRING: (_is_string, "string_val"),
-}
 
 
 @dataclass(frozen=True)
 class ViewRead:
-    """One feature view of a request: what to ask its online store, and the output columns."""
+    """One feature view of a request: its join key, and where each output column lies in the
+    stored rows its online store reads."""
 
     view: FeatureView
-    join_keys: frozenset[str]
-    features: tuple[str, ...]  # as Feast asks online_read for them
-    columns: tuple[tuple[str, str], ...]  # (feature, output name) that Feast keeps
-    # the online store's read of these features, shared by requests of the same loop turn
-    reads: CoalescedReads[EntityKeyProto, Any] = dataclasses.field(compare=False, hash=False)
+    join_key: str  # the view's only join key, INT64
+    columns: tuple[tuple[int, str], ...]  # (place in the stored row, output name) Feast keeps
+    # the online store's read of the view's requested features, shared by the requests of
+    # one loop turn
+    reads: CoalescedReads[int, StoredRow] = dataclasses.field(compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -91,7 +85,6 @@ class Plan:
     """Feast's resolution of one request's features, reduced to what a read needs."""
 
     join_keys: frozenset[str]
-    entity_types: dict[str, ValueType]
     views: tuple[ViewRead, ...]
 
 
@@ -159,10 +152,9 @@ class LeanOnlineFeatures:
         plan = self._plan(key)
         if plan is None:
             return None
-        entity_columns = _entity_columns(plan, entities)
-        if entity_columns is None:
+        if not _entities_fit(plan, entities):
             return None
-        return await self._read(plan, entity_columns)
+        return await self._read(plan, entities)
 
     def _plan(self, key: tuple[Any, ...]) -> Plan | None:
         """Feast's resolution of these features, remembered until the registry refreshes.
@@ -205,7 +197,7 @@ class LeanOnlineFeatures:
             on_demand_views,
             _entity_join_keys,
             entity_types,
-            join_keys,
+            _join_keys,
             grouped_refs,
             kept_names,
             request_data,
@@ -217,39 +209,31 @@ class LeanOnlineFeatures:
             return None
         if any("@" in ref for ref in refs):  # feature view versions
             return None
+        stored_reader = getattr(self.online_store, "stored_reader", None)
+        if stored_reader is None:  # another online store: Feast's handler reads it
+            return None
         views = []
         for view, requested in grouped_refs:
             if type(view) is not FeatureView:  # on-demand, stream views: Feast's handler
                 return None
             if view.projection.join_key_map or getattr(view, "current_version_number", None):
                 return None
+            keys = [column.name for column in view.entity_columns]
+            if len(keys) != 1 or entity_types.get(keys[0]) != ValueType.INT64:
+                return None
+            read = stored_reader(self.store.config, view, keys[0], requested)
+            if read is None:
+                return None
             prefix = view.projection.name_to_use()
             columns = tuple(
-                (name, output)
-                for name in requested
+                (place, output)
+                for place, name in enumerate(requested)
                 if (output := f"{prefix}__{name}" if full_names else name) in kept_names
             )
-            view_keys = frozenset(column.name for column in view.entity_columns)
-            reads = CoalescedReads(self._online_read(view, tuple(requested)))
-            views.append(ViewRead(view, view_keys, tuple(requested), columns, reads))
-        # join keys of the views read, with types this path converts; a request naming
-        # another join key (Feast infers its type, then ignores it) falls back
-        typed = {k: entity_types[k] for k in join_keys if entity_types.get(k) in ENTITY_VALUES}
-        if any(not read.join_keys <= typed.keys() for read in views):
-            return None
-        return Plan(frozenset(typed), typed, tuple(views))
-
-    def _online_read(
-        self, view: FeatureView, features: tuple[str, ...]
-    ) -> Callable[[list[EntityKeyProto]], Awaitable[list[Any]]]:
-        """The configured online store's async read of these features (a fresh list each
-        time: Feast's Redis store appends its timestamp field to the one it is given)."""
-        online_store, config = self.online_store, self.store.config
-
-        def read(keys: list[EntityKeyProto]) -> Awaitable[list[Any]]:
-            return online_store.online_read_async(config, view, keys, list(features))
-
-        return read
+            views.append(ViewRead(view, keys[0], columns, CoalescedReads(read)))
+        # a request must name exactly these join keys: another (Feast infers its type, then
+        # ignores it) falls back
+        return Plan(frozenset(read.join_key for read in views), tuple(views))
 
     async def _read(self, plan: Plan, entity_columns: dict[str, list[Any]]) -> bytes:
         rows = len(next(iter(entity_columns.values())))
@@ -259,7 +243,7 @@ class LeanOnlineFeatures:
             results.append(
                 {"values": values, "statuses": [PRESENT] * rows, "event_timestamps": [EPOCH] * rows}
             )
-        reads = [self._read_view(read, plan.entity_types, entity_columns) for read in plan.views]
+        reads = [_read_view(read, entity_columns[read.join_key]) for read in plan.views]
         columns = await asyncio.gather(*reads) if len(reads) > 1 else [await reads[0]]
         for view_columns in columns:
             for name, column in view_columns:
@@ -267,89 +251,71 @@ class LeanOnlineFeatures:
                 results.append(column)
         return orjson.dumps({"results": results, "metadata": {"feature_names": names}})
 
-    async def _read_view(
-        self,
-        read: ViewRead,
-        entity_types: dict[str, ValueType],
-        entity_columns: dict[str, list[Any]],
-    ) -> list[tuple[str, dict[str, list[Any]]]]:
-        keys = [k for k in entity_columns if k in read.join_keys]
-        # one read per distinct entity, as Feast does; output rows point at theirs
-        unique: dict[tuple[Any, ...], int] = {}
-        row_entity = [
-            unique.setdefault(entity, len(unique))
-            for entity in zip(*(entity_columns[k] for k in keys), strict=True)
-        ]
-        fields = [ENTITY_VALUES[entity_types[k]][1] for k in keys]
-        protos = []
-        for entity in unique:
-            proto = EntityKeyProto(join_keys=keys)
-            for field, value in zip(fields, entity, strict=True):
-                proto.entity_values.add(**{field: value})
-            protos.append(proto)
-        found = await read.reads(protos)
-        entity_stamps = [EPOCH if ts is None else _feast_timestamp(ts) for ts, _ in found]
-        rows = [data for _, data in found]
-        # the same entity asked twice (rare) is read once; its rows copy the entity's cells
-        spread = len(unique) != len(row_entity)
-        out: list[tuple[str, dict[str, list[Any]]]] = []
-        for feature, output in read.columns:
-            cells = [None if data is None else data.get(feature) for data in rows]
-            values = _natives(cells)
-            statuses = [NOT_FOUND if v is None else PRESENT for v in cells]
-            column = {"values": values, "statuses": statuses, "event_timestamps": entity_stamps}
-            if spread:
-                column = {name: [cells[i] for i in row_entity] for name, cells in column.items()}
-            out.append((output, column))
-        return out
+
+async def _read_view(read: ViewRead, entities: list[int]) -> list[tuple[str, dict[str, list[Any]]]]:
+    """The view's output columns for these entities, as Feast's handler writes them."""
+    distinct = list(dict.fromkeys(entities))  # one read per distinct entity, as Feast does
+    rows = await read.reads(distinct)
+    if len(distinct) != len(entities):  # the same entity asked twice (rare): its row again
+        row_of = dict(zip(distinct, rows, strict=True))
+        rows = [row_of[entity] for entity in entities]
+    fields = list(zip(*rows, strict=True))  # each stored field across the rows
+    stamps = fields[-1]  # None: the view has no row for the entity
+    statuses = [NOT_FOUND if stamp is None else PRESENT for stamp in stamps]
+    times = list(map(_event_time, stamps))
+    return [
+        (
+            output,
+            {
+                "values": list(map(_native, fields[place])),
+                "statuses": statuses,
+                "event_timestamps": times,
+            },
+        )
+        for place, output in read.columns
+    ]
 
 
-def _natives(cells: list[ValueProto | None]) -> list[Any]:
-    """What Feast's ``_value_to_native`` makes of each value (None for a missing one), the
-    plain scalars read directly: the same values, without its chain of type tests per cell."""
-    out: list[Any] = []
-    append, finite = out.append, math.isfinite
-    for cell in cells:
-        if cell is None:
-            append(None)
-            continue
-        which = cell.WhichOneof("val")
-        if which in PLAIN:
-            append(getattr(cell, which))
-        elif which == "double_val" and finite(number := cell.double_val):
-            append(number)
-        else:
-            append(_value_to_native(cell))
-    return out
+@functools.lru_cache(maxsize=NATIVES_REMEMBERED)
+def _native(raw: bytes | None) -> Any:
+    """What Feast's ``_value_to_native`` makes of a stored Value: its Redis store reads a
+    missing field, or an empty one, as an empty Value (None); the plain scalars are read
+    directly, without its chain of type tests. Remembered: the same bytes always give the
+    same value (a list value is shared by the responses, which only serialize it)."""
+    value = ValueProto.FromString(raw) if raw else ValueProto()
+    which = value.WhichOneof("val")
+    if which in PLAIN:
+        return getattr(value, which)
+    if which == "double_val" and math.isfinite(number := value.double_val):
+        return number
+    return _value_to_native(value)
 
 
-def _entity_columns(plan: Plan, entities: dict[str, Any]) -> dict[str, list[Any]] | None:
-    """The request's entity columns when each is a join key of values of its type, all of
-    one non-zero length; None otherwise (Feast converts, warns or refuses)."""
-    rows = None
-    for name, values in entities.items():
-        if name not in plan.join_keys or type(values) is not list:
-            return None
-        if rows is None:
-            rows = len(values)
-        if len(values) != rows or not values:
-            return None
-        valid = ENTITY_VALUES[plan.entity_types[name]][0]
-        if not all(map(valid, values)):
-            return None
-    if any(not read.join_keys <= entities.keys() for read in plan.views):
-        return None  # Feast refuses a view's missing join key
-    return entities
-
-
-@functools.lru_cache(maxsize=4096)
-def _feast_timestamp(moment: datetime) -> str:
-    """As Feast writes a row's event timestamp: through a protobuf Timestamp. Remembered:
-    a materialization stamps its rows with few distinct times, and the conversion took a
-    twentieth of a one-entity request."""
+@functools.lru_cache(maxsize=NATIVES_REMEMBERED)
+def _event_time(raw: bytes | None) -> str:
+    """A row's stored timestamp as Feast writes it: through its Redis store's datetime,
+    then a protobuf Timestamp; the epoch for a row not found. Remembered: a materialization
+    stamps its rows with few distinct times."""
+    if raw is None:
+        return EPOCH
     stamp = Timestamp()
-    stamp.FromDatetime(moment)
+    stamp.FromDatetime(feast_datetime(raw))
     return _timestamp_to_str(stamp)
+
+
+def _entities_fit(plan: Plan, entities: dict[str, Any]) -> bool:
+    """Whether the request's entities are the plan's join keys, each a list of INT64 values,
+    all of one non-zero length (else Feast converts, warns or refuses)."""
+    if entities.keys() != plan.join_keys:
+        return False
+    rows = None
+    for values in entities.values():
+        if type(values) is not list or not values or rows not in (None, len(values)):
+            return False
+        rows = len(values)
+        if not all(map(_is_int64, values)):
+            return False
+    return True
 
 
 def _feast_handler_is_plain(store: FeatureStore) -> bool:
