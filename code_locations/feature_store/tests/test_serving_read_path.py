@@ -11,16 +11,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from feast.feature_server_utils import _value_to_native
-from feast.infra.online_stores.redis import RedisOnlineStore
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
+from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList, Value
 from feature_store import online_layout
 from feature_store.online_store import ExpiringRedisOnlineStore, HiredisPackingConnection
 from feature_store.serving.read_path import _native
 from feature_store.serving.server import serving_app
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis import asyncio as redis_asyncio
 
 USER_VIEW = "user_journal_features"
@@ -235,23 +238,88 @@ def test_lean_reads_equal_feasts_handler_for_odd_stored_values(
     assert columns["favorite_game_type"]["values"][1] is None
 
 
+@pytest.fixture
+def loop():
+    """One event loop for every example of a test: the async Redis client belongs to the
+    loop that first used it."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+# stored values of every kind the conversion treats apart, a few of them often (values
+# repeat across users, and the lean path remembers each distinct one)
+STORED_VALUES = st.one_of(
+    st.none(),  # a field Redis does not hold
+    st.sampled_from([Value(), Value(int64_val=3), Value(double_val=2.5), Value(string_val="a")]),
+    st.integers(-(2**63), 2**63 - 1).map(lambda v: Value(int64_val=v)),
+    st.integers(-(2**31), 2**31 - 1).map(lambda v: Value(int32_val=v)),
+    st.floats().map(lambda v: Value(double_val=v)),  # NaN and infinities included
+    st.text(max_size=4).map(lambda v: Value(string_val=v)),
+    st.booleans().map(lambda v: Value(bool_val=v)),
+    st.lists(st.integers(-5, 5), max_size=3).map(lambda v: Value(int64_list_val=Int64List(val=v))),
+)
+STAMPS = st.sampled_from(
+    [Timestamp(seconds=1_750_000_000), Timestamp(seconds=1_750_000_000, nanos=123_456_789)]
+)
+PROPERTY_USERS = range(900_001, 900_007)  # users gold does not hold
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_lean_reads_equal_feasts_handler_for_any_stored_rows(server_app, feast_env, loop, data):
+    """Whatever the hashes hold (every kind of value, fields or whole rows missing, the same
+    values and timestamps across users) and whatever is asked (features in any order,
+    users repeated or missing, full names), the lean path answers what Feast's handler
+    answers, byte for byte."""
+    project, client = server_app.store.project, feast_env.redis()
+    names = [ref.split(":")[1] for ref in ALL_USER_FEATURES]
+    for user in PROPERTY_USERS:
+        key = online_layout.entity_key(project, "user_id", user)
+        client.delete(key)
+        if data.draw(st.booleans(), label=f"user {user} has a row"):
+            row = {
+                online_layout.feature_field(USER_VIEW, name): value.SerializeToString()
+                for name in names
+                if (value := data.draw(STORED_VALUES, label=name)) is not None
+            }
+            row[online_layout.timestamp_field(USER_VIEW)] = data.draw(STAMPS).SerializeToString()
+            client.hset(key, mapping=row)
+    features = data.draw(st.lists(st.sampled_from(ALL_USER_FEATURES), min_size=1, unique=True))
+    users = data.draw(st.lists(st.sampled_from(PROPERTY_USERS), min_size=1, max_size=12))
+    body = {
+        "features": features,
+        "entities": {"user_id": users},
+        "full_feature_names": data.draw(st.booleans()),
+    }
+    ((ours, theirs, answered),) = loop.run_until_complete(_ask_both(server_app, [body]))
+    assert answered == 1 and ours.status_code == 200, ours.text
+    assert ours.content == theirs.content
+
+
 def test_natives_are_feasts_conversion():
     """The lean path reads plain scalars directly; every kind of stored value converts as
     Feast's ``_value_to_native`` converts the Value its Redis store parses."""
     cells = [
         Value(), Value(null_val=0), Value(int32_val=-3), Value(int64_val=2**62),
         Value(double_val=0.1), Value(double_val=-0.0), Value(double_val=math.nan),
+        Value(double_val=5.9604644775390625e-08), Value(double_val=1e20), Value(double_val=1e16),
         Value(double_val=math.inf), Value(double_val=-math.inf), Value(float_val=1.5),
         Value(string_val="é"), Value(string_val=""), Value(bool_val=False),
         Value(bytes_val=b"\x00\xff"), Value(unix_timestamp_val=5),
         Value(int64_list_val=Int64List(val=[1, 2])), Value(string_list_val=StringList(val=["a"])),
+        Value(double_list_val=DoubleList(val=[1e-08, 0.5, -1e300])),
     ]  # fmt: skip
     stored = [cell.SerializeToString() for cell in cells]
-    assert [*map(_native, [*stored, None, b""])] == [
-        *(_value_to_native(cell) for cell in cells),
-        _value_to_native(Value()),  # a field Redis does not hold: Feast's empty Value
-        _value_to_native(Value()),
-    ]
+    ours = orjson.dumps([*map(_native, [*stored, None, b""])])
+    # a field Redis does not hold, or an empty one: Feast's empty Value
+    natives = [*map(_value_to_native, cells), _value_to_native(Value()), None]
+    # as Feast's handler writes them: Starlette's JSONResponse (the json module, compact)
+    assert ours == json.dumps(natives, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def test_online_store_reads_what_feasts_redis_store_reads(feast_env, run_feature_store, gold):
@@ -303,10 +371,19 @@ def test_online_store_reads_what_feasts_redis_store_reads(feast_env, run_feature
     ]  # fmt: skip
     reads = [(v, k, f or [feature.name for feature in v.features]) for v, k, f in reads]
 
-    async def read_async() -> list[Any]:  # one event loop: the async client belongs to it
-        return [await ours.online_read_async(config, v, k, list(f)) for v, k, f in reads]
+    # the stored bytes the feature server reads instead (stored_reader)
+    stored_users = [users[4], missing, users[2]]
+    read_stored = ours.stored_reader(
+        config, store.get_feature_view(USER_VIEW), "user_id", ["minutes_30d", "entries_7d"]
+    )
+    assert read_stored is not None
 
-    for (view, keys, features), rows_async in zip(reads, asyncio.run(read_async()), strict=True):
+    async def read_async() -> tuple[list[Any], list[Any]]:  # one event loop: the client's
+        rows = [await ours.online_read_async(config, v, k, list(f)) for v, k, f in reads]
+        return rows, await read_stored(stored_users)
+
+    rows_async_all, stored = asyncio.run(read_async())
+    for (view, keys, features), rows_async in zip(reads, rows_async_all, strict=True):
         theirs = feasts.online_read(config, view, keys, list(features))
         for rows in (ours.online_read(config, view, keys, list(features)), rows_async):
             for key, row, feast_row in zip(keys, rows, theirs, strict=True):
@@ -317,6 +394,27 @@ def test_online_store_reads_what_feasts_redis_store_reads(feast_env, run_feature
                     assert row == feast_row and isinstance(row[0], datetime), (view.name, key)
                     assert list(row[1]) == list(feast_row[1])  # same features, same order
     assert ours._client_async.connection_pool.connection_class is HiredisPackingConnection
+
+    fields = [
+        online_layout.feature_field(USER_VIEW, "minutes_30d"),
+        online_layout.feature_field(USER_VIEW, "entries_7d"),
+        online_layout.timestamp_field(USER_VIEW),
+    ]
+    stored_keys = [online_layout.entity_key(store.project, "user_id", u) for u in stored_users]
+    assert stored == [client.hmget(key, fields) for key in stored_keys]
+    assert stored[1] == [None, None, None] and stored[2][1] is None and stored[2][2]
+    # none for a cluster (its keys route by slot) or another entity key serialization
+    cluster = config.model_copy(
+        update={
+            "online_config": config.online_store.model_copy(
+                update={"redis_type": RedisType.redis_cluster}
+            )
+        }
+    )
+    cluster._online_store = None  # RepoConfig builds online_store from online_config once
+    assert cluster.online_store.redis_type == RedisType.redis_cluster
+    for other in (cluster, config.model_copy(update={"entity_key_serialization_version": 2})):
+        assert ours.stored_reader(other, reads[0][0], "user_id", ["entries_7d"]) is None
 
 
 def test_async_connection_packs_as_redis_py_does():

@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import logging
-import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -278,17 +278,25 @@ async def _read_view(read: ViewRead, entities: list[int]) -> list[tuple[str, dic
 
 @functools.lru_cache(maxsize=NATIVES_REMEMBERED)
 def _native(raw: bytes | None) -> Any:
-    """What Feast's ``_value_to_native`` makes of a stored Value: its Redis store reads a
-    missing field, or an empty one, as an empty Value (None); the plain scalars are read
-    directly, without its chain of type tests. Remembered: the same bytes always give the
-    same value (a list value is shared by the responses, which only serialize it)."""
+    """What Feast's handler writes for a stored Value: its Redis store reads a missing
+    field, or an empty one, as an empty Value (None); ``_value_to_native`` converts it, the
+    plain scalars read directly, without its chain of type tests. Remembered: the same bytes
+    always give the same value (a list value is shared by the responses, which only
+    serialize it)."""
     value = ValueProto.FromString(raw) if raw else ValueProto()
     which = value.WhichOneof("val")
     if which in PLAIN:
         return getattr(value, which)
-    if which == "double_val" and math.isfinite(number := value.double_val):
-        return number
-    return _value_to_native(value)
+    native = _value_to_native(value)
+    return _as_feast_writes(native) if type(native) in (float, list) else native
+
+
+def _as_feast_writes(native: Any) -> Any:
+    """``native`` as Feast's handler writes it (Starlette's JSONResponse: the json module,
+    compact), where orjson writes it otherwise: a float in exponent form (``1e-08``, not
+    ``1e-8``); ``orjson.Fragment`` puts those bytes in the response as they are."""
+    text = json.dumps(native, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return native if orjson.dumps(native) == text.encode() else orjson.Fragment(text)
 
 
 @functools.lru_cache(maxsize=NATIVES_REMEMBERED)
