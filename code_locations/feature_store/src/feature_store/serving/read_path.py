@@ -57,8 +57,9 @@ MAX_PLANS = 1024  # distinct (features, full_feature_names) requests remembered 
 HEADERS = [(b"content-type", b"application/json")]
 # value fields whose JSON form Feast's _value_to_native takes as is (the rest go through it)
 PLAIN = frozenset({"int32_val", "int64_val", "string_val", "bool_val"})
-# distinct stored values and timestamps remembered with their JSON form, per process: a few
-# MiB; a view's small values (counts, game types, rounded means) repeat across users
+# distinct stored values (and, apart, timestamps) remembered with their JSON form, per worker:
+# at most about 13 MiB (65,536 distinct doubles, measured); a view's small values (counts,
+# game types, rounded means) repeat across users
 NATIVES_REMEMBERED = 1 << 16
 
 
