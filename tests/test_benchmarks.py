@@ -74,3 +74,9 @@ def test_bench_features_materializes_only_changed_users_and_reads_them() -> None
     ):
         assert result[key] > 0, key
     assert result["concurrent_client"] in {"wrk", "aiohttp"}
+    for quantile in ("p50", "p99"):
+        assert result[f"read_100_server_to_raw_{quantile}"] == pytest.approx(
+            result[f"read_100_feature_server_{quantile}_ms"]
+            / result[f"read_100_raw_redis_{quantile}_ms"],
+            abs=0.02,
+        )

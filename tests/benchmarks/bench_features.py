@@ -338,6 +338,17 @@ def read_latencies(
                 figures[f"read_{size}_{name}_p50_ms"] = round(p50, 2)
                 figures[f"read_{size}_{name}_p99_ms"] = round(p99, 2)
                 print(f"read {size:>3} user(s), {name:<20}: p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
+        for quantile in ("p50", "p99"):  # the serving goal: 100 users within 2x raw Redis
+            ratio = (
+                figures[f"read_100_feature_server_{quantile}_ms"]
+                / figures[f"read_100_raw_redis_{quantile}_ms"]
+            )
+            figures[f"read_100_server_to_raw_{quantile}"] = round(ratio, 2)
+        print(
+            "read 100 users, feature server / raw Redis: "
+            f"p50 {figures['read_100_server_to_raw_p50']:.2f}x, "
+            f"p99 {figures['read_100_server_to_raw_p99']:.2f}x (goal <= 2)"
+        )
         wrk = wrk_binary()
         if wrk:
             tool = "wrk"
