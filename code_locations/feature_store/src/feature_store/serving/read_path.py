@@ -55,8 +55,6 @@ PRESENT, NOT_FOUND = "PRESENT", "NOT_FOUND"
 INT64_RANGE = range(-(2**63), 2**63)
 MAX_PLANS = 1024  # distinct (features, full_feature_names) requests remembered per registry
 HEADERS = [(b"content-type", b"application/json")]
-# value fields whose JSON form Feast's _value_to_native takes as is (the rest go through it)
-PLAIN = frozenset({"int32_val", "int64_val", "string_val", "bool_val"})
 # distinct stored values (and, apart, timestamps) remembered with their JSON form, per worker:
 # at most about 13 MiB (65,536 distinct doubles, measured); a view's small values (counts,
 # game types, rounded means) repeat across users
@@ -73,7 +71,6 @@ class ViewRead:
     """One feature view of a request: its join key, and where each output column lies in the
     stored rows its online store reads."""
 
-    view: FeatureView
     join_key: str  # the view's only join key, INT64
     columns: tuple[tuple[int, str], ...]  # (place in the stored row, output name) Feast keeps
     # the online store's read of the view's requested features, shared by the requests of
@@ -231,7 +228,7 @@ class LeanOnlineFeatures:
                 for place, name in enumerate(requested)
                 if (output := f"{prefix}__{name}" if full_names else name) in kept_names
             )
-            views.append(ViewRead(view, keys[0], columns, CoalescedReads(read)))
+            views.append(ViewRead(keys[0], columns, CoalescedReads(read)))
         # a request must name exactly these join keys: another (Feast infers its type, then
         # ignores it) falls back
         return Plan(frozenset(read.join_key for read in views), tuple(views))
@@ -280,15 +277,10 @@ async def _read_view(read: ViewRead, entities: list[int]) -> list[tuple[str, dic
 @functools.lru_cache(maxsize=NATIVES_REMEMBERED)
 def _native(raw: bytes | None) -> Any:
     """What Feast's handler writes for a stored Value: its Redis store reads a missing
-    field, or an empty one, as an empty Value (None); ``_value_to_native`` converts it, the
-    plain scalars read directly, without its chain of type tests. Remembered: the same bytes
-    always give the same value (a list value is shared by the responses, which only
-    serialize it)."""
-    value = ValueProto.FromString(raw) if raw else ValueProto()
-    which = value.WhichOneof("val")
-    if which in PLAIN:
-        return getattr(value, which)
-    native = _value_to_native(value)
+    field, or an empty one, as an empty Value (None); ``_value_to_native`` converts it.
+    Remembered: the same bytes always give the same value (a list value is shared by the
+    responses, which only serialize it)."""
+    native = _value_to_native(ValueProto.FromString(raw) if raw else ValueProto())
     return _as_feast_writes(native) if type(native) in (float, list) else native
 
 
